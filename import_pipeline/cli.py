@@ -1,0 +1,139 @@
+"""`import-pipeline`: start everything, import a file, read the history, print the database DSN."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from import_pipeline.config import (
+    DATABASE_URL_ENV,
+    PROJECT_ROOT,
+    dagster_storage_url,
+    home_dir,
+    landing_dir,
+    process_environment,
+)
+from import_pipeline.resources import embedded_dagster_url, migrate_once, start_embedded_server
+
+DEV_HOST, DEV_PORT = "127.0.0.1", 3000
+
+
+def bootstrap(keep_server: bool = False) -> str:
+    """Resolve the state folder and databases, migrate, and export what every Dagster process needs.
+
+    Returns the leads database URL.
+    """
+    home = home_dir()
+    landing_dir(home).mkdir(parents=True, exist_ok=True)
+    configured = os.environ.get(DATABASE_URL_ENV)
+    if configured:
+        leads_url, dagster_url = configured, dagster_storage_url(configured)
+    else:
+        leads_url = start_embedded_server(home, keep_running=keep_server)
+        dagster_url = dagster_storage_url(embedded_dagster_url(leads_url))
+    migrate_once(leads_url)
+    os.environ.update(process_environment(home, leads_url, dagster_url))
+    return leads_url
+
+
+def _dev(args: argparse.Namespace) -> int:
+    bootstrap()
+    landing = landing_dir(home_dir())
+    print(f"Dagster UI: http://{DEV_HOST}:{DEV_PORT}   landing folder: {landing}", file=sys.stderr)
+    print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
+    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT)
+    # Forward a stop request; `dagster dev` shuts down its webserver, daemon and code server itself.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda s, _frame: child.send_signal(s))
+    return child.wait()
+
+
+def _import(args: argparse.Namespace) -> int:
+    from import_pipeline.launch import import_file
+
+    bootstrap()
+    run_config = {}
+    if args.config:
+        import yaml
+
+        run_config = yaml.safe_load(Path(args.config).read_text()) or {}
+    result = import_file(Path(args.path), run_config)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        _print_summary(result)
+    return 0 if result["status"] in ("success", "skipped") else 1
+
+
+def _print_summary(result: dict) -> None:
+    print(f"{result['status'].upper()}  {result['partition_key']}  run {result['run_id']}")
+    if result.get("rows_read") is not None:
+        print(
+            "  read {rows_read}  valid {rows_valid}  rejected {rows_rejected}  duplicates in file {duplicates_in_file}"
+            "  already in database {duplicates_existing}  inserted {inserted}  updated {updated}".format(**result)
+        )
+    if result.get("already_imported_as"):
+        print(f"  same bytes as the earlier import {result['already_imported_as']}")
+    if result.get("error"):
+        print(f"  error: {result['error']}")
+
+
+def _history(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from import_pipeline.history import import_history
+
+    bootstrap()
+    with dg.DagsterInstance.get() as instance:
+        rows = import_history(instance, args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    for row in rows:
+        _print_summary(row)
+    if not rows:
+        print("no imports yet")
+    return 0
+
+
+def _dsn(_args: argparse.Namespace) -> int:
+    url = bootstrap(keep_server=True)
+    print(url)
+    if not os.environ.get(DATABASE_URL_ENV):
+        print("the embedded server keeps running; `import-pipeline dev` stops it when it exits", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `import-pipeline` command."""
+    parser = argparse.ArgumentParser(prog="import-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="start the Dagster UI, daemon, sensors and schedules")
+    dev.add_argument("--port", type=int, default=DEV_PORT)
+    dev.set_defaults(handler=_dev)
+
+    imp = commands.add_parser("import", help="import one file through the import job")
+    imp.add_argument("path")
+    imp.add_argument("--config", help="run config YAML, as in the Launchpad")
+    imp.add_argument("--json", action="store_true", help="print one JSON object")
+    imp.set_defaults(handler=_import)
+
+    history = commands.add_parser("history", help="recent imports, newest first")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(handler=_history)
+
+    dsn = commands.add_parser("dsn", help="print the leads database connection string")
+    dsn.set_defaults(handler=_dsn)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Every setting of the pipeline: environment variables, state folders and run config."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+HOME_ENV = "IMPORT_PIPELINE_HOME"
+DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
+LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
+DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
+DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"
+
+DEFAULT_HOME = ".import_pipeline"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SENSOR_INTERVAL_SECONDS = 3
+# Files still being written by common tools and browsers carry one of these suffixes.
+IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
+
+
+def home_dir() -> Path:
+    """The state folder: embedded database, landing folder, Dagster storage."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).resolve()
+
+
+def apply_environment_defaults() -> None:
+    """Give the variables resources read a value, so a bare `dagster dev` works on the embedded default."""
+    os.environ.setdefault(HOME_ENV, str(home_dir()))
+    # Empty means: start or reuse the embedded server under the state folder.
+    os.environ.setdefault(DATABASE_URL_ENV, "")
+
+
+def landing_dir(home: Path) -> Path:
+    """Where files are dropped; `$IMPORT_PIPELINE_HOME/landing` unless configured."""
+    configured = os.environ.get(LANDING_DIR_ENV)
+    return Path(configured).resolve() if configured else home / "landing"
+
+
+def dagster_dir(home: Path) -> Path:
+    """Dagster's local files: run outputs and compute logs under `storage/<run_id>/`."""
+    return home / "dagster"
+
+
+def dagster_storage_url(leads_url: str) -> str:
+    """Dagster's own storage URL: `DAGSTER_PG_URL`, else the leads server's `dagster` database.
+
+    dagster-postgres needs the psycopg2 driver: with SQLAlchemy 2.1 a plain `postgresql://`
+    URL selects psycopg 3 and every event write then fails on `NOTIFY run_events, $1`.
+    """
+    configured = os.environ.get(DAGSTER_PG_URL_ENV)
+    url = configured or leads_url
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
+
+
+def process_environment(home: Path, leads_url: str, dagster_url: str) -> dict[str, str]:
+    """The variables every Dagster process (webserver, daemon, code server, runs) is started with."""
+    return {
+        HOME_ENV: str(home),
+        DATABASE_URL_ENV: leads_url,
+        DAGSTER_PG_URL_ENV: dagster_url,
+        "DAGSTER_HOME": str(PROJECT_ROOT),
+        DAGSTER_DIR_ENV: str(dagster_dir(home)),
+    }
+
+
+class ParseConfig(dg.Config):
+    """Which file a run imports; the sensor and `import-pipeline import` fill it in."""
+
+    source_path: str = Field(
+        default="",
+        description="Path of the file to import. Empty: the landing-folder file named by the partition key.",
+    )

@@ -1,0 +1,62 @@
+"""History: what each import did, read back from Dagster's run records and the load step's metadata."""
+
+import dagster as dg
+
+from import_pipeline.jobs import import_leads_job
+
+COUNT_KEYS = (
+    "rows_read",
+    "rows_valid",
+    "rows_rejected",
+    "duplicates_in_file",
+    "duplicates_existing",
+    "inserted",
+    "updated",
+)
+_STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
+
+
+def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
+        event = record.event_log_entry.dagster_event
+        if event.step_key == "load":
+            return {k: v.value for k, v in event.step_output_data.metadata.items()}
+    return {}
+
+
+def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        error = record.event_log_entry.dagster_event.step_failure_data.error
+        if error:
+            return " ".join(error.message.split())
+    return None
+
+
+def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """One import as a flat record: run, partition, status, counts, duration and the first error."""
+    record = instance.get_run_record_by_id(run_id)
+    run = record.dagster_run
+    metadata = _load_metadata(instance, run_id)
+    status = _STATUS.get(run.status, run.status.value.lower())
+    if status == "success" and metadata.get("skipped"):
+        status = "skipped"
+    error = _first_error(instance, run_id) if status == "failed" else None
+    if status == "failed" and error is None:
+        error = "the run failed before any step reported an error; see its logs in the Dagster UI"
+    return {
+        "run_id": run_id,
+        "partition_key": run.tags.get("dagster/partition"),
+        "status": status,
+        **{k: metadata.get(k) for k in COUNT_KEYS},
+        "duration_s": metadata.get("duration_s"),
+        "source_file": metadata.get("source_file"),
+        "already_imported_as": metadata.get("already_imported_as"),
+        "started_at": record.start_time,
+        "error": error,
+    }
+
+
+def import_history(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
+    """The most recent imports, newest first."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=import_leads_job.name), limit=limit)
+    return [import_summary(instance, r.dagster_run.run_id) for r in records]

@@ -1,0 +1,51 @@
+"""Launch: import one file through the import job on the Dagster instance, outside the sensor."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from import_pipeline.config import DATABASE_URL_ENV
+from import_pipeline.definitions import resolved_import_leads_job
+from import_pipeline.history import COUNT_KEYS, import_summary
+from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
+from import_pipeline.load import earlier_import
+
+
+def _with_source_path(run_config: dict, path: Path) -> dict:
+    ops = dict(run_config.get("ops", {}))
+    parse = dict(ops.get("parse", {}))
+    parse["config"] = {**parse.get("config", {}), "source_path": str(path)}
+    return {**run_config, "ops": {**ops, "parse": parse}}
+
+
+def import_file(path: Path, run_config: dict | None = None) -> dict:
+    """Import `path` as its own partition and return the import's summary (see `history.import_summary`).
+
+    Bytes imported before, under any name, are not imported again: the summary says `skipped`.
+    """
+    path = path.resolve()
+    digest = content_hash(path)
+    key = partition_key(path.name, digest)
+    with psycopg.connect(os.environ[DATABASE_URL_ENV]) as conn, conn.cursor() as cur:
+        earlier = earlier_import(cur, key, digest)
+    if earlier:
+        return {
+            "run_id": earlier["run_id"],
+            "partition_key": key,
+            "status": "skipped",
+            **{k: earlier["counts"].get(k) for k in COUNT_KEYS},
+            "already_imported_as": earlier["partition_key"],
+            "error": None,
+        }
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(landed_files_partitions_def.name, [key])
+        with dg.execute_job(
+            dg.reconstructable(resolved_import_leads_job),
+            instance=instance,
+            run_config=_with_source_path(run_config or {}, path),
+            tags={"dagster/partition": key, "import_pipeline/source_file": path.name},
+        ) as result:
+            run_id = result.run_id
+        return import_summary(instance, run_id)

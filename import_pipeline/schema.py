@@ -1,0 +1,99 @@
+"""The leads database: canonical lead fields and the versioned migrations that create its tables."""
+
+import psycopg
+from psycopg import sql
+
+CANONICAL_FIELDS = (
+    "company_name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "title",
+    "industry",
+    "company_website",
+    "city",
+    "state",
+    "country",
+    "external_id",
+    "notes",
+)
+DEFAULT_MAX_LENGTH = 255
+MAX_LENGTH = {field: DEFAULT_MAX_LENGTH for field in CANONICAL_FIELDS} | {"email": 254, "notes": 10_000}
+
+# Any constant works; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK = 7_246_001
+
+
+def _lead_columns() -> sql.Composable:
+    return sql.SQL(",\n").join(sql.SQL("{} text").format(sql.Identifier(f)) for f in CANONICAL_FIELDS)
+
+
+MIGRATIONS: tuple[tuple[int, str, sql.Composable], ...] = (
+    (
+        1,
+        "imports, leads and rejected rows",
+        sql.SQL(
+            """
+            CREATE TABLE imports (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                partition_key text NOT NULL UNIQUE,
+                content_hash text NOT NULL UNIQUE,
+                run_id text NOT NULL,
+                source_file text NOT NULL,
+                imported_at timestamptz NOT NULL DEFAULT now(),
+                counts jsonb NOT NULL DEFAULT '{{}}'
+            );
+            CREATE TABLE leads (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                {lead_columns},
+                email_key text,
+                created_by_import bigint NOT NULL REFERENCES imports (id),
+                updated_by_import bigint NOT NULL REFERENCES imports (id),
+                imported_at timestamptz NOT NULL DEFAULT now(),
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                source_file text NOT NULL,
+                source_row integer NOT NULL,
+                deleted_at timestamptz
+            );
+            -- Soft-deleted leads neither match nor block a new lead with the same email.
+            CREATE UNIQUE INDEX leads_email_key_live ON leads (email_key)
+                WHERE email_key IS NOT NULL AND deleted_at IS NULL;
+            CREATE INDEX leads_created_by_import ON leads (created_by_import);
+            CREATE TABLE rejected_rows (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                import_id bigint NOT NULL REFERENCES imports (id) ON DELETE CASCADE,
+                source_row integer NOT NULL,
+                raw_values jsonb NOT NULL,
+                reasons jsonb NOT NULL
+            );
+            CREATE INDEX rejected_rows_import ON rejected_rows (import_id, source_row);
+            """
+        ).format(lead_columns=_lead_columns()),
+    ),
+)
+
+
+def migrate(conn: psycopg.Connection) -> list[int]:
+    """Apply the migrations this database lacks, in order; return the versions applied."""
+    applied_now = []
+    with conn.transaction():
+        # Serialises concurrent starts (webserver, daemon and runs all migrate on first use).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, statement in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+            applied_now.append(version)
+    return applied_now

@@ -1,0 +1,106 @@
+"""Sensors: each completely written file in the landing folder becomes one partition and one run."""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from import_pipeline.config import SENSOR_INTERVAL_SECONDS
+from import_pipeline.jobs import import_leads_job
+from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
+from import_pipeline.resources import LandingFolder
+
+
+@dataclass
+class LandingCursor:
+    """What the sensor remembers, small whatever the folder holds.
+
+    `high_water` is an inode-change time (ctime, which moves on rename and copy, unlike mtime):
+    every file changed at or before it has been handled. `handled` lists the few files handled above
+    it while an older file was still being written; `pending` holds (size, mtime) of files seen once,
+    which are taken on the next tick if unchanged.
+    """
+
+    high_water: int = 0
+    handled: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "LandingCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def dump(self) -> str:
+        return json.dumps({"high_water": self.high_water, "handled": self.handled, "pending": self.pending})
+
+
+@dataclass
+class LandingScan:
+    """One tick's view of the landing folder."""
+
+    ready: list[os.DirEntry]
+    cursor: LandingCursor
+
+
+def scan_landing(landing: Path, cursor: LandingCursor) -> LandingScan:
+    """Files that stayed the same since the previous tick, and the cursor after taking them."""
+    fresh = []
+    for entry in landed_entries(landing):
+        stat = entry.stat()
+        if stat.st_ctime_ns > cursor.high_water and cursor.handled.get(entry.name) != stat.st_ctime_ns:
+            fresh.append((stat.st_ctime_ns, entry.name, entry, [stat.st_size, stat.st_mtime_ns]))
+    fresh.sort(key=lambda item: item[:2])
+
+    ready, pending = [], {}
+    for _, name, entry, signature in fresh:
+        if cursor.pending.get(name) == signature:
+            ready.append(entry)
+        else:
+            pending[name] = signature
+
+    handled_now = {name: ctime for ctime, name, _, _ in fresh if name not in pending} | cursor.handled
+    oldest_pending = min((ctime for ctime, name, _, _ in fresh if name in pending), default=None)
+    below = [c for c in handled_now.values() if oldest_pending is None or c < oldest_pending]
+    high_water = max([cursor.high_water, *below])
+    handled = {name: c for name, c in handled_now.items() if c > high_water}
+    return LandingScan(ready, LandingCursor(high_water, handled, pending))
+
+
+@dg.sensor(
+    job=import_leads_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingFolder):
+    """Add a partition and request a run for every new, completely written file in the landing folder."""
+    scan = scan_landing(landing.path, LandingCursor.parse(context.cursor))
+    known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(landed_files_partitions_def.name)}
+    requests, skipped = [], []
+    for entry in scan.ready:
+        key = partition_key(entry.name, content_hash(Path(entry.path)))
+        if hash_of_key(key) in known:
+            skipped.append(f"{entry.name}: same bytes as an earlier file, already partition ...@{hash_of_key(key)}")
+            continue
+        known.add(hash_of_key(key))
+        requests.append(
+            dg.RunRequest(
+                run_key=key,
+                partition_key=key,
+                run_config={"ops": {"parse": {"config": {"source_path": entry.path}}}},
+                tags={"import_pipeline/source_file": entry.name},
+            )
+        )
+    for reason in skipped:
+        context.log.info(reason)
+    waiting = sorted(scan.cursor.pending)
+    if waiting:
+        context.log.info(f"waiting for files still being written: {', '.join(waiting)}")
+    if not requests:
+        why = skipped or ([f"still being written: {', '.join(waiting)}"] if waiting else ["no new files"])
+        return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(why)), cursor=scan.cursor.dump())
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
+        cursor=scan.cursor.dump(),
+    )

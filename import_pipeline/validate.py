@@ -1,0 +1,126 @@
+"""Validate: a pandera model of a lead; rows that fail it are set aside with every reason, in plain words."""
+
+import time
+from typing import Optional
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+
+from import_pipeline.parse import SOURCE_ROW
+from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
+
+# Syntax only: one @, no whitespace, a dot in the domain. Deliverability is not our business.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+CONTACT_FIELDS = ("email", "phone", "external_id")
+_DEFAULT_LENGTH_FIELDS = tuple(f for f in CANONICAL_FIELDS if MAX_LENGTH[f] == DEFAULT_MAX_LENGTH)
+NUL_SHOWN_AS = "\u2400"  # PostgreSQL text and jsonb cannot hold NUL, so rejects show it as ␀
+
+
+def _longer_than(data: pa.PolarsData, limit: int) -> pl.LazyFrame:
+    return data.lazyframe.select(pl.col(data.key).str.len_chars().fill_null(0) <= limit)
+
+
+class LeadModel(pa.DataFrameModel):
+    """What a lead must look like to be loaded; every field is text, blanks already null."""
+
+    company_name: str = pa.Field(nullable=False)
+    first_name: Optional[str] = pa.Field(nullable=True)
+    last_name: Optional[str] = pa.Field(nullable=True)
+    email: Optional[str] = pa.Field(nullable=True)
+    phone: Optional[str] = pa.Field(nullable=True)
+    title: Optional[str] = pa.Field(nullable=True)
+    industry: Optional[str] = pa.Field(nullable=True)
+    company_website: Optional[str] = pa.Field(nullable=True)
+    city: Optional[str] = pa.Field(nullable=True)
+    state: Optional[str] = pa.Field(nullable=True)
+    country: Optional[str] = pa.Field(nullable=True)
+    external_id: Optional[str] = pa.Field(nullable=True)
+    notes: Optional[str] = pa.Field(nullable=True)
+
+    @pa.check("email", name="email_syntax", error="is not a valid email address")
+    def email_syntax(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_null() | pl.col(data.key).str.contains(EMAIL_PATTERN))
+
+    @pa.check(*_DEFAULT_LENGTH_FIELDS, name="max_length", error=f"is longer than {DEFAULT_MAX_LENGTH} characters")
+    def default_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return _longer_than(data, DEFAULT_MAX_LENGTH)
+
+    @pa.check("email", name="max_length", error=f"is longer than {MAX_LENGTH['email']} characters")
+    def email_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return _longer_than(data, MAX_LENGTH["email"])
+
+    @pa.check("notes", name="max_length", error=f"is longer than {MAX_LENGTH['notes']} characters")
+    def notes_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return _longer_than(data, MAX_LENGTH["notes"])
+
+    @pa.check(*CANONICAL_FIELDS, name="no_nul", error="contains a NUL byte")
+    def no_nul(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(~pl.col(data.key).str.contains("\x00", literal=True).fill_null(False))
+
+    @pa.dataframe_check(name="has_contact", error="has no email, phone or external_id")
+    def has_contact(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.any_horizontal(pl.col(CONTACT_FIELDS).is_not_null()))
+
+    class Config:
+        strict = False  # source_row and extra.* columns ride along
+
+
+def _problem(column: pl.Expr, check: pl.Expr) -> pl.Expr:
+    """pandera's check label turned into a sentence about the column."""
+    message = pl.when(check == "not_nullable").then(pl.lit("is required")).otherwise(check)
+    return pl.concat_str(pl.when(column.is_in(CANONICAL_FIELDS)).then(column + " ").otherwise(pl.lit("row ")), message)
+
+
+def split_valid(records: pl.DataFrame, mapping: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(valid records, rejected rows) where rejected rows carry their raw values and every reason as JSON."""
+    try:
+        LeadModel.validate(records, lazy=True)
+        return records, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "raw_values": pl.String, "reasons": pl.String})
+    except pa.errors.SchemaErrors as e:
+        failures = e.failure_cases
+    reasons = (
+        failures.filter(pl.col("index").is_not_null())
+        .select(
+            pl.col("index").cast(pl.UInt32),
+            pl.struct(
+                pl.when(pl.col("column").is_in(CANONICAL_FIELDS)).then(pl.col("column")).alias("column"),
+                _problem(pl.col("column"), pl.col("check")).alias("problem"),
+            ).alias("reason"),
+        )
+        .group_by("index")
+        .agg(pl.col("reason").sort_by(pl.col("reason").struct.field("column")))
+        .select("index", pl.col("reason").list.eval(pl.element().struct.json_encode()).list.join(",").alias("reasons"))
+    )
+    indexed = records.with_row_index("index")
+    valid = indexed.join(reasons, on="index", how="anti").drop("index")
+    source_headers = {column: header for header, column in mapping.items()}
+    rejected = (
+        indexed.join(reasons, on="index", how="inner")
+        .sort(SOURCE_ROW)
+        .select(
+            SOURCE_ROW,
+            pl.struct(
+                pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(h)
+                for c, h in source_headers.items()
+            )
+            .struct.json_encode()
+            .alias("raw_values"),
+            pl.concat_str(pl.lit("["), pl.col("reasons"), pl.lit("]")).alias("reasons"),
+        )
+    )
+    return valid, rejected
+
+
+@dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
+def validate(context: dg.OpExecutionContext, records: pl.DataFrame, summary: dict):
+    """Split records into valid leads and rejected rows; invalid rows never stop the import."""
+    started = time.perf_counter()
+    valid, rejected = split_valid(records, summary["mapping"])
+    summary = summary | {"rows_valid": valid.height, "rows_rejected": rejected.height}
+    summary["seconds"] = summary["seconds"] | {"validate": time.perf_counter() - started}
+    context.add_output_metadata({"rows_valid": valid.height}, output_name="valid")
+    context.add_output_metadata({"rows_rejected": rejected.height}, output_name="rejected")
+    yield dg.Output(valid, "valid")
+    yield dg.Output(rejected, "rejected")
+    yield dg.Output(summary, "summary")

@@ -1,0 +1,184 @@
+"""The import job end to end on real PostgreSQL and a Postgres-backed Dagster instance."""
+
+import json
+
+import dagster as dg
+
+from import_pipeline.launch import import_file
+from import_pipeline.load import LEADS_ASSET
+
+# Every line's fate is known: see the comment at the end of each line.
+HANDMADE = (
+    "Company,First Name,Last Name,E-mail,Phone,Notes,Lead Source\n"
+    "Acme,Ann,Lee,ann@acme.com,0612345678,,web\n"  # 2 inserted; leading zero kept
+    'Beta,Bob,Ray,BOB@beta.com ,,"two\nlines",fair\n'  # 3-4 inserted
+    "Gamma,,,  bob@BETA.com,,,x\n"  # 5 duplicate of line 3 (same key after normalization)
+    ",Cid,,cid@x.com,,,\n"  # 6 rejected: company required
+    "Delta,,,not-an-email,,,\n"  # 7 rejected: email syntax
+    "Echo,,,,,,\n"  # 8 rejected: no contact
+    "\n"  # 9 blank: skipped, not counted
+    " , ,,,,,\n"  # 10 blank after trimming: skipped, not counted
+    "Foxtrot,,,,+33 1 23,,\n"  # 11 inserted (phone only)
+    "Golf,,,,0099,,\n"  # 12 inserted
+    "Golf,,,,0099,,\n"  # 13 inserted too: rows without email are never deduplicated by it
+    f"{'X' * 256},,,long@x.com,,,\n"  # 14 rejected: too long
+    "Nul\x00Co,,,nul@x.com,,,\n"  # 15 rejected: NUL byte
+)
+HANDMADE_COUNTS = {
+    "rows_read": 11,
+    "rows_valid": 6,
+    "rows_rejected": 5,
+    "duplicates_in_file": 1,
+    "duplicates_existing": 0,
+    "inserted": 5,
+    "updated": 0,
+}
+
+
+def _counts(result: dict) -> dict:
+    return {k: result[k] for k in HANDMADE_COUNTS}
+
+
+def test_import_job_handmade_file_exact_outcome(pipeline, tmp_path):
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+
+    result = import_file(path)
+
+    assert result["status"] == "success", result["error"]
+    assert _counts(result) == HANDMADE_COUNTS
+    leads = pipeline.query("SELECT source_row, company_name, email, email_key, phone, notes FROM leads ORDER BY source_row")
+    assert leads == [
+        (2, "Acme", "ann@acme.com", "ann@acme.com", "0612345678", None),
+        (3, "Beta", "BOB@beta.com", "bob@beta.com", None, "two\nlines"),
+        (11, "Foxtrot", None, None, "+33 1 23", None),
+        (12, "Golf", None, None, "0099", None),
+        (13, "Golf", None, None, "0099", None),
+    ]
+    rejects = pipeline.query("SELECT source_row, reasons, raw_values FROM rejected_rows ORDER BY source_row")
+    assert [(row, [r["problem"] for r in reasons]) for row, reasons, _ in rejects] == [
+        (6, ["company_name is required"]),
+        (7, ["email is not a valid email address"]),
+        (8, ["row has no email, phone or external_id"]),
+        (14, ["company_name is longer than 255 characters"]),
+        (15, ["company_name contains a NUL byte"]),
+    ]
+    # Raw values keep the user's own headers, unmapped columns included; NUL is shown, not lost.
+    assert rejects[0][2] == {"Company": None, "First Name": "Cid", "Last Name": None, "E-mail": "cid@x.com",
+                             "Phone": None, "Notes": None, "Lead Source": None}
+    assert rejects[4][2]["Company"] == "Nul\u2400Co"
+    # Provenance: every lead names its import, file and row.
+    assert pipeline.scalar(
+        "SELECT count(*) FROM leads l JOIN imports i ON i.id = l.created_by_import "
+        "WHERE i.partition_key = %s AND l.source_file = %s AND l.updated_by_import = i.id",
+        (result["partition_key"], str(path)),
+    ) == 5
+
+
+def test_import_job_materialization_is_the_history(pipeline, tmp_path):
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+
+    result = import_file(path)
+
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=LEADS_ASSET, asset_partitions=[result["partition_key"]]), limit=5
+    ).records
+    assert len(records) == 1
+    metadata = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    assert {k: metadata[k] for k in HANDMADE_COUNTS} == HANDMADE_COUNTS
+    assert metadata["source_file"] == str(path)
+    assert metadata["content_hash"].startswith(result["partition_key"].rsplit("@", 1)[1])
+    assert metadata["duration_s"] > 0 and metadata["rows_per_s"] > 0
+    run = pipeline.instance.get_run_by_id(result["run_id"])
+    assert run.tags["dagster/partition"] == result["partition_key"]
+    # The `imports` ledger agrees with the history.
+    assert pipeline.scalar("SELECT counts FROM imports WHERE run_id = %s", (result["run_id"],)) == HANDMADE_COUNTS
+
+
+def test_import_job_overlapping_file_counts_existing_duplicates(pipeline, tmp_path):
+    first = tmp_path / "first.csv"
+    first.write_text(HANDMADE)
+    second = tmp_path / "second.csv"
+    second.write_text(
+        "Company Name,Email\n"
+        "Acme again,ANN@acme.com\n"  # already a lead
+        "Beta again,bob@beta.com\n"  # already a lead
+        "Hotel,new@hotel.com\n"  # new
+        "Hotel copy,new@hotel.com\n"  # duplicate within this file
+    )
+
+    assert import_file(first)["status"] == "success"
+    result = import_file(second)
+
+    assert result["status"] == "success", result["error"]
+    assert _counts(result) == {
+        "rows_read": 4, "rows_valid": 4, "rows_rejected": 0, "duplicates_in_file": 1,
+        "duplicates_existing": 2, "inserted": 1, "updated": 0,
+    }
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 6
+    # Existing leads are left alone by default.
+    assert pipeline.scalar("SELECT company_name FROM leads WHERE email_key = 'ann@acme.com'") == "Acme"
+    assert pipeline.scalar("SELECT count(*) FROM (SELECT email_key FROM leads GROUP BY 1 HAVING count(*) > 1) d "
+                           "WHERE email_key IS NOT NULL") == 0
+
+
+def test_import_job_same_bytes_again_are_skipped(pipeline, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(HANDMADE)
+    first = import_file(path)
+    renamed = tmp_path / "renamed.csv"
+    path.rename(renamed)
+
+    again = import_file(renamed)
+
+    assert again["status"] == "skipped"
+    assert again["already_imported_as"] == first["partition_key"]
+    assert _counts(again) == HANDMADE_COUNTS
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 5
+    assert pipeline.scalar("SELECT count(*) FROM imports") == 1
+
+
+def test_import_job_file_without_company_column_fails_clearly(pipeline, tmp_path):
+    path = tmp_path / "nocompany.csv"
+    path.write_text("Name,Email\nAnn,ann@x.com\n")
+
+    result = import_file(path)
+
+    assert result["status"] == "failed"
+    assert "nocompany.csv: no column maps to company_name; the headers found are ['Name', 'Email']" in result["error"]
+    assert pipeline.scalar("SELECT count(*) FROM imports") == 0
+
+
+def test_import_job_empty_file_fails_clearly(pipeline, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+
+    result = import_file(path)
+
+    assert result["status"] == "failed"
+    assert "empty.csv: the file is empty" in result["error"]
+
+
+def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
+    """Re-running the load of a committed partition changes nothing and reports the same counts."""
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+    first = import_file(path)
+    parent = pipeline.instance.get_run_by_id(first["run_id"])
+    from import_pipeline.definitions import resolved_import_leads_job
+
+    with dg.execute_job(
+        dg.reconstructable(resolved_import_leads_job),
+        instance=pipeline.instance,
+        reexecution_options=dg.ReexecutionOptions(parent_run_id=first["run_id"], step_selection=["load"]),
+        tags=parent.tags,
+    ) as replay:
+        assert replay.success
+        output = replay.output_for_node("load")
+
+    assert output["status"] == "success"
+    assert {k: output[k] for k in HANDMADE_COUNTS} == HANDMADE_COUNTS
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 5
+    assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5
+    assert json.loads(json.dumps(pipeline.scalar("SELECT counts FROM imports"))) == HANDMADE_COUNTS
