@@ -25,10 +25,16 @@ def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
 
 
 def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The root cause of the first failed step, on one line; our own `dg.Failure`s without their class."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
         error = record.event_log_entry.dagster_event.step_failure_data.error
-        if error:
-            return " ".join(error.message.split())
+        if error is None:
+            continue
+        # Our Failures carry the user-facing wording; for anything else the root cause is what matters.
+        while error.cause is not None and error.cls_name != dg.Failure.__name__:
+            error = error.cause
+        message = error.message.removeprefix(f"{dg.Failure.__module__}.{dg.Failure.__name__}: ")
+        return " ".join(message.split())
     return None
 
 

@@ -49,3 +49,23 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
         ) as result:
             run_id = result.run_id
         return import_summary(instance, run_id)
+
+
+def reexecute_from_failure(run_id: str) -> dict:
+    """Re-execute a failed import from its failed step, as the UI's "Re-execute from failure" does.
+
+    The child run keeps the parent's tags (its partition among them); steps that succeeded are not
+    run again, their outputs are reloaded from the parent run.
+    """
+    with dg.DagsterInstance.get() as instance:
+        parent = instance.get_run_by_id(run_id)
+        if parent is None:
+            raise ValueError(f"no run {run_id}")
+        with dg.execute_job(
+            dg.reconstructable(resolved_import_leads_job),
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
+            tags=parent.tags,
+        ) as result:
+            child_id = result.run_id
+        return import_summary(instance, child_id)

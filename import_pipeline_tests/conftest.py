@@ -67,6 +67,10 @@ class Pipeline:
     def landing(self) -> Path:
         return landing_dir(self.home)
 
+    def execute(self, script: str) -> None:
+        with psycopg.connect(self.leads_url) as conn:
+            conn.execute(script)
+
     def query(self, statement: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.leads_url) as conn:
             return conn.execute(statement, params).fetchall()

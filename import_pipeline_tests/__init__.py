@@ -1,0 +1,1 @@
+"""Tests of import_pipeline, on real PostgreSQL and a real Dagster instance."""

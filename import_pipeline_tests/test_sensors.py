@@ -1,0 +1,131 @@
+"""The landing sensor, evaluated against a real landing folder and a real Dagster instance."""
+
+import os
+import shutil
+
+import dagster as dg
+
+from import_pipeline.definitions import defs
+from import_pipeline.resources import LandingFolder
+from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
+from import_pipeline.sensors import landing_sensor
+
+LEADS = "Company,Email\nAcme,ann@acme.com\n"
+
+
+def _tick(pipeline, cursor):
+    context = dg.build_sensor_context(
+        instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"landing": _landing(pipeline)}
+    )
+    return landing_sensor(context)
+
+
+def _landing(pipeline):
+    return LandingFolder(home=str(pipeline.home))
+
+
+def _ticks(pipeline, n, cursor=None):
+    """Run n ticks; return the last result and all run requests made."""
+    requests = []
+    for _ in range(n):
+        result = _tick(pipeline, cursor)
+        cursor = result.cursor
+        requests += result.run_requests or []
+        for add in result.dynamic_partitions_requests or []:
+            pipeline.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+    return result, requests
+
+
+def test_landing_sensor_new_file_becomes_one_partition_and_run(pipeline):
+    path = pipeline.landing / "leads 2026.csv"
+    path.write_text(LEADS)
+
+    first = _tick(pipeline, None)
+    assert not first.run_requests
+    assert "still being written: leads 2026.csv" in first.skip_reason.skip_message
+
+    second = _tick(pipeline, first.cursor)
+    key = partition_key("leads 2026.csv", content_hash(path))
+    assert key == f"leads_2026.csv@{content_hash(path)[:16]}"
+    assert [(r.partition_key, r.run_key) for r in second.run_requests] == [(key, key)]
+    assert second.run_requests[0].run_config == {"ops": {"parse": {"config": {"source_path": str(path)}}}}
+    assert [list(r.partition_keys) for r in second.dynamic_partitions_requests] == [[key]]
+
+    third = _tick(pipeline, second.cursor)
+    assert not third.run_requests
+    assert third.skip_reason.skip_message == "no new files"
+
+
+def test_landing_sensor_same_bytes_renamed_start_nothing(pipeline):
+    (pipeline.landing / "a.csv").write_text(LEADS)
+    result, requests = _ticks(pipeline, 2)
+    assert len(requests) == 1
+
+    shutil.copy(pipeline.landing / "a.csv", pipeline.landing / "copy of a.csv")
+    result, requests = _ticks(pipeline, 2, result.cursor)
+
+    assert requests == []
+    assert "copy of a.csv: same bytes as an earlier file" in result.skip_reason.skip_message
+    assert pipeline.instance.get_dynamic_partitions(landed_files_partitions_def.name) == [
+        partition_key("a.csv", content_hash(pipeline.landing / "a.csv"))
+    ]
+
+
+def test_landing_sensor_half_written_file_waits(pipeline):
+    path = pipeline.landing / "growing.csv"
+    with path.open("w") as f:
+        f.write("Company,Email\n")
+        f.flush()
+        result = _tick(pipeline, None)
+        f.write("Acme,ann@acme.com\n")
+        f.flush()
+        result = _tick(pipeline, result.cursor)
+        assert not result.run_requests, "the size changed since the previous tick"
+    # Unchanged since the previous tick: complete.
+    result = _tick(pipeline, result.cursor)
+    assert [r.partition_key for r in result.run_requests] == [partition_key("growing.csv", content_hash(path))]
+
+
+def test_landing_sensor_ignores_in_progress_hidden_dirs_and_outside_links(pipeline, tmp_path):
+    (pipeline.landing / "upload.csv.part").write_text(LEADS)
+    (pipeline.landing / ".hidden.csv").write_text(LEADS)
+    (pipeline.landing / "folder.csv").mkdir()
+    outside = tmp_path / "outside.csv"
+    outside.write_text("Company,Email\nOutside,o@x.com\n")
+    os.symlink(outside, pipeline.landing / "link-out.csv")
+    (pipeline.landing / "real.csv").write_text(LEADS)
+    os.symlink(pipeline.landing / "real.csv", pipeline.landing / "link-in.csv")
+
+    result, requests = _ticks(pipeline, 3)
+
+    # The inside link has the same bytes as real.csv, so only one of the two starts a run.
+    assert [r.tags["import_pipeline/source_file"] for r in requests] in (["real.csv"], ["link-in.csv"])
+
+
+def test_landing_sensor_cursor_stays_small(pipeline):
+    for i in range(300):
+        (pipeline.landing / f"f{i:03}.csv").write_text(f"Company,Email\nC{i},c{i}@x.com\n")
+
+    result, requests = _ticks(pipeline, 3)
+
+    assert len(requests) == 300
+    assert len(result.cursor) < 200, result.cursor
+    (pipeline.landing / "late.csv").write_text(LEADS)
+    result, requests = _ticks(pipeline, 2, result.cursor)
+    assert [r.tags["import_pipeline/source_file"] for r in requests] == ["late.csv"]
+
+
+def test_landing_sensor_requests_pass_the_daemons_validation(pipeline):
+    (pipeline.landing / "a.csv").write_text(LEADS)
+    first = _tick(pipeline, None)
+    context = dg.build_sensor_context(
+        instance=pipeline.instance,
+        cursor=first.cursor,
+        definitions=defs,
+        instance_ref=pipeline.instance.get_ref(),
+        resources={"landing": _landing(pipeline)},
+    )
+
+    data = landing_sensor.evaluate_tick(context)
+
+    assert [r.partition_key for r in data.run_requests] == [partition_key("a.csv", content_hash(pipeline.landing / "a.csv"))]
