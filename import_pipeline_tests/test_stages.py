@@ -1,0 +1,96 @@
+"""Focused tests of the subtle parts of each stage: header mapping, keys, line numbers, the cursor."""
+
+import os
+import time
+
+import polars as pl
+import psycopg
+import pytest
+
+from import_pipeline.dedupe import drop_in_file_duplicates, email_key
+from import_pipeline.landing import partition_key
+from import_pipeline.load import CountsDoNotAddUp, check_conservation
+from import_pipeline.parse import FileRejected, map_headers, normalize_header, read_leads
+from import_pipeline.schema import MIGRATIONS, migrate
+from import_pipeline.sensors import LandingCursor, scan_landing
+
+
+@pytest.mark.parametrize(
+    ("header", "normalized"),
+    [(" Prénom_1 ", "prenom 1"), ("\ufeffE-mail", "e mail"), ("Company  NAME", "company name"), ("Société", "societe")],
+)
+def test_normalize_header_cases(header, normalized):
+    assert normalize_header(header) == normalized
+
+
+def test_map_headers_english_and_french():
+    headers = ["Raison sociale", "Prénom", "Nom", "Courriel", "Téléphone", "Ville", "Pays", "Couleur"]
+    assert map_headers(headers) == {
+        "Raison sociale": "company_name", "Prénom": "first_name", "Nom": "last_name", "Courriel": "email",
+        "Téléphone": "phone", "Ville": "city", "Pays": "country",
+    }
+
+
+def test_map_headers_two_columns_for_one_field_rejects_the_file():
+    with pytest.raises(FileRejected, match="columns 'Email' and 'E-mail' both map to the field 'email'"):
+        map_headers(["Company", "Email", "E-mail"])
+
+
+def test_email_key_normalization():
+    emails = pl.Series(["  Ann@Acme.COM ", "ann@acme.com\u2003", "a n n@acme.com", "Ａnn@acme.com", None, " "])
+    keys = pl.select(email_key(pl.lit(emails))).to_series().to_list()
+    # NFC keeps the full-width letter distinct (it is not compatibility-folded).
+    assert keys == ["ann@acme.com", "ann@acme.com", "ann@acme.com", "ａnn@acme.com", None, None]
+
+
+def test_drop_in_file_duplicates_first_wins_and_blank_emails_are_kept():
+    valid = pl.DataFrame({"source_row": [2, 3, 4, 5, 6], "email": ["A@x.com", None, "a@X.com ", None, "b@x.com"]})
+    unique, dropped = drop_in_file_duplicates(valid)
+    assert unique["source_row"].to_list() == [2, 3, 5, 6]
+    assert dropped == 1
+
+
+def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text('"Company\nName",Email\nA,"x\n\ny"\n\nB,b@x.com\r\nC,c@x.com\n')
+    frame, _ = read_leads(path)
+    assert frame.select("source_row", "company_name").rows() == [(3, "A"), (7, "B"), (8, "C")]
+
+
+def test_partition_key_is_safe_and_keeps_the_hash():
+    assert partition_key("Q3 leads...final (2).csv", "ab" * 32) == "Q3_leads.final_2_.csv@abababababababab"
+    assert partition_key("...", "cd" * 32) == "file@cdcdcdcdcdcdcdcd"
+
+
+def test_check_conservation_refuses_counts_that_do_not_add_up():
+    counts = {"rows_read": 10, "inserted": 5, "updated": 0, "rows_rejected": 2, "duplicates_in_file": 1, "duplicates_existing": 1}
+    with pytest.raises(CountsDoNotAddUp, match="rows_read=10 but .* add up to 9"):
+        check_conservation(counts)
+    check_conservation(counts | {"inserted": 6})
+
+
+def test_scan_landing_high_water_waits_behind_a_file_being_written(tmp_path):
+    (tmp_path / "old.csv").write_text("a")
+    time.sleep(0.01)
+    (tmp_path / "growing.csv").write_text("b")
+    time.sleep(0.01)
+    (tmp_path / "new.csv").write_text("c")
+    first = scan_landing(tmp_path, LandingCursor())
+    with (tmp_path / "growing.csv").open("a") as f:
+        f.write("more")
+    second = scan_landing(tmp_path, first.cursor)
+    assert sorted(e.name for e in second.ready) == ["new.csv", "old.csv"]
+    # The mark stays below the growing file; the newer file it passed is remembered by name.
+    assert second.cursor.high_water == os.stat(tmp_path / "old.csv").st_ctime_ns
+    assert list(second.cursor.handled) == ["new.csv"]
+    third = scan_landing(tmp_path, second.cursor)
+    assert [e.name for e in third.ready] == ["growing.csv"]
+    assert third.cursor.handled == {} and third.cursor.pending == {}
+    assert scan_landing(tmp_path, third.cursor).ready == []
+
+
+def test_migrate_twice_applies_each_version_once(pipeline):
+    with psycopg.connect(pipeline.leads_url) as conn:
+        assert migrate(conn) == []
+        versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+    assert [v for (v,) in versions] == [v for v, _, _ in MIGRATIONS]
