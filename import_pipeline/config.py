@@ -66,9 +66,16 @@ def process_environment(home: Path, leads_url: str, dagster_url: str) -> dict[st
 
 
 class ParseConfig(dg.Config):
-    """Which file a run imports; the sensor and `import-pipeline import` fill it in."""
+    """Which file a run imports and how to read it; the sensor and `import-pipeline import` fill in the path."""
 
     source_path: str = Field(
         default="",
         description="Path of the file to import. Empty: the landing-folder file named by the partition key.",
     )
+    encoding: str = Field(default="", description="Text encoding of a CSV, e.g. cp1252. Empty: detected.")
+    sheet: str = Field(default="", description="Sheet of an XLSX/XLS workbook. Empty: the first sheet.")
+    mapping_profile: str = Field(
+        default="", description="Mapping profile name (import_pipeline/mapping_profiles). Empty: by file name."
+    )
+    max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
+    max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")

@@ -68,3 +68,15 @@ def find_landed_file(landing: Path, key: str) -> Path:
         description=f"No file in {landing} matches partition {key!r}: it was moved, renamed or changed "
         "since it landed. Launch the run with config `ops: parse: config: source_path` pointing at it."
     )
+
+
+def move_aside(path: Path, folder: Path) -> Path:
+    """Move a file into `folder` without overwriting anything: a taken name gets a numbered suffix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    n = 1
+    while target.exists():
+        target = folder / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    path.rename(target)
+    return target

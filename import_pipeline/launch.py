@@ -26,6 +26,9 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
     Bytes imported before, under any name, are not imported again: the summary says `skipped`.
     """
     path = path.resolve()
+    if not path.is_file():
+        return {"run_id": None, "partition_key": None, "status": "failed", **dict.fromkeys(COUNT_KEYS),
+                "error": f"{path}: no such file"}
     digest = content_hash(path)
     key = partition_key(path.name, digest)
     with psycopg.connect(os.environ[DATABASE_URL_ENV]) as conn, conn.cursor() as cur:

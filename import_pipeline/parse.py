@@ -1,53 +1,46 @@
-"""Parse: read a landed file as text, map its headers to the canonical lead fields, number its lines."""
+"""Parse: any common lead file read as text, headers mapped to lead fields, records numbered as a person sees them.
 
-import re
+CSV in any of the usual dialects and encodings, gzip-compressed CSV, XLSX and XLS; the format is
+decided from the content, not the extension.
+"""
+
+import codecs
+import collections
+import csv
+import gzip
+import shutil
 import time
-import unicodedata
+import xml.etree.ElementTree as ET
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import charset_normalizer
 import dagster as dg
+import fastexcel
 import polars as pl
 
-from import_pipeline.config import ParseConfig
+from import_pipeline.config import ParseConfig, dagster_dir
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
+from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
 from import_pipeline.resources import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS
 
 SOURCE_ROW = "source_row"
+ROW_PROBLEM = "row_problem"
 EXTRA_PREFIX = "extra."
-
-# Normalized header -> canonical field. Keys are what `normalize_header` returns.
-ALIASES: dict[str, str] = {
-    alias: field
-    for field, aliases in {
-        "company_name": (
-            "company", "company name", "companyname", "organization", "organisation", "organization name",
-            "account", "account name", "business", "business name", "employer", "societe", "raison sociale",
-            "entreprise", "nom de l entreprise",
-        ),
-        "first_name": ("first name", "firstname", "first", "given name", "fname", "prenom"),
-        "last_name": ("last name", "lastname", "last", "surname", "family name", "lname", "nom", "nom de famille"),
-        "email": (
-            "email", "e mail", "email address", "e mail address", "mail", "work email", "business email",
-            "email 1", "courriel", "adresse email", "adresse e mail", "adresse mail",
-        ),
-        "phone": (
-            "phone", "phone number", "telephone", "telephone number", "tel", "mobile", "mobile phone",
-            "work phone", "phone 1", "direct phone", "numero de telephone", "portable",
-        ),
-        "title": ("title", "job title", "position", "role", "poste", "fonction", "titre"),
-        "industry": ("industry", "sector", "secteur", "secteur d activite", "industrie"),
-        "company_website": (
-            "website", "company website", "web site", "url", "website url", "company url", "domain",
-            "company domain", "site web", "site internet",
-        ),
-        "city": ("city", "town", "ville", "commune"),
-        "state": ("state", "region", "province", "state province", "state region", "departement"),
-        "country": ("country", "country region", "pays"),
-        "external_id": ("external id", "id", "record id", "lead id", "contact id", "identifiant"),
-        "notes": ("notes", "note", "comments", "comment", "description", "remarks", "commentaire", "commentaires"),
-    }.items()
-    for alias in (field.replace("_", " "), *aliases)
+SNIFF_BYTES = 256 * 1024
+DELIMITERS = (",", ";", "\t", "|")
+HEADER_SEARCH_ROWS = 30
+_MiB = 1024 * 1024
+_NOT_LEAD_FILES = {
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"7z\xbc\xaf": "a 7-Zip archive",
+    b"Rar!": "a RAR archive",
 }
 
 
@@ -55,69 +48,298 @@ class FileRejected(Exception):
     """The whole file cannot be imported; the message says why, in the user's terms."""
 
 
-def normalize_header(header: str) -> str:
-    """Lower-case, accent-free, punctuation-free header text: `" Prénom_1 "` -> `"prenom 1"`."""
-    decomposed = unicodedata.normalize("NFKD", header.replace("\ufeff", ""))
-    ascii_text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return re.sub(r"[^a-z0-9]+", " ", ascii_text.lower()).strip()
+@dataclass
+class RawTable:
+    """A file's cells as text, one column per source column, with the line or sheet row of each record."""
+
+    headers: list[str]
+    cells: pl.DataFrame
+    source_rows: pl.Series
+    row_problems: pl.Series | None
+    details: dict
 
 
-def map_headers(headers: list[str]) -> dict[str, str]:
-    """Source header -> canonical field for every header the alias table knows."""
-    mapping: dict[str, str] = {}
-    claimed: dict[str, str] = {}
-    for header in headers:
-        field = ALIASES.get(normalize_header(header))
-        if field is None:
-            continue
-        if field in claimed:
-            raise FileRejected(f"columns {claimed[field]!r} and {header!r} both map to the field {field!r}")
-        claimed[field] = header
-        mapping[header] = field
-    if "company_name" not in claimed:
-        raise FileRejected(f"no column maps to company_name; the headers found are {headers}")
-    return mapping
+def detect_format(path: Path) -> str:
+    """`csv`, `gzip`, `xlsx` or `xls`, from the file's first bytes."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    if not head:
+        raise FileRejected("the file is empty")
+    if head.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as archive:
+            if "xl/workbook.xml" in archive.namelist():
+                return "xlsx"
+        raise FileRejected("unsupported format: a ZIP archive that is not an Excel workbook")
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "xls"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    for magic, what in _NOT_LEAD_FILES.items():
+        if head.startswith(magic):
+            raise FileRejected(f"unsupported format: {what}, not a CSV or Excel file")
+    return "csv"
 
 
-def _read_text_table(path: Path) -> pl.DataFrame:
-    """Every cell as text, exactly as written: no type inference, so leading zeros survive."""
+def _gunzip(path: Path, work_dir: Path, max_bytes: int) -> Path:
+    target = work_dir / (path.name.removesuffix(".gz") or "decompressed")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "rb") as src, target.open("wb") as dst:
+        while chunk := src.read(_MiB):
+            if dst.tell() + len(chunk) > max_bytes:
+                raise FileRejected(f"the compressed file inflates to more than {max_bytes // _MiB} MB, the size limit")
+            dst.write(chunk)
+    return target
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return pl.read_csv(path, infer_schema=False, has_header=True, raise_if_empty=True)
-    except pl.exceptions.NoDataError as e:
-        raise FileRejected("the file is empty") from e
-    except pl.exceptions.ComputeError as e:
-        raise FileRejected(f"the file is not a readable CSV: {str(e).splitlines()[0]}") from e
+        with path.open("rb") as f:
+            while chunk := f.read(4 * _MiB):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def read_leads(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
-    """The file's records as text columns named for canonical fields, each with its source line number.
+def text_encoding(path: Path, override: str = "") -> str:
+    """The file's text encoding: the override, a byte-order mark, valid UTF-8, or charset-normalizer's best guess."""
+    if override:
+        try:
+            return codecs.lookup(override).name
+        except LookupError as e:
+            raise FileRejected(f"unknown encoding {override!r} in run config") from e
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if head.count(b"\x00") > len(head) // 100:
+        raise FileRejected("binary content: this is not a text file")
+    if _is_utf8(path):
+        return "utf-8"
+    best = charset_normalizer.from_bytes(head).best()
+    if best is None:
+        raise FileRejected("undecodable content: the text is neither UTF-8 nor any other encoding we recognise")
+    return best.encoding
 
-    Unmapped columns are kept as `extra.<header>`. Blank records are dropped (they are not leads).
-    Returns the frame and the mapping used (source header -> column name).
-    """
-    raw = _read_text_table(path)
-    if raw.height == 0:
-        raise FileRejected("the file has a header but no records")
-    headers = raw.columns
-    fields = map_headers(headers)
-    mapping = {h: fields.get(h, EXTRA_PREFIX + h) for h in headers}
 
-    # A person counts lines including the newlines quoted inside earlier records.
-    header_lines = 1 + sum(h.count("\n") for h in headers)
-    newlines = pl.sum_horizontal(pl.col(h).str.count_matches("\n", literal=True).fill_null(0) for h in headers)
-    trimmed = [pl.col(h).str.strip_chars().replace("", None).alias(mapping[h]) for h in headers]
-    frame = (
-        raw.lazy()
-        .select(
-            (header_lines + 1 + pl.int_range(pl.len()) + newlines.cum_sum().shift(1, fill_value=0)).alias(SOURCE_ROW),
-            *trimmed,
+def _as_utf8(path: Path, encoding: str, work_dir: Path) -> Path:
+    """The file itself when it is UTF-8 already (polars skips a UTF-8 BOM), else a UTF-8 copy."""
+    if encoding in ("utf_8", "utf-8", "utf-8-sig", "ascii"):
+        return path
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / f"{path.name}.utf8"
+    try:
+        with path.open(encoding=encoding, newline="") as src, target.open("w", encoding="utf-8", newline="") as dst:
+            shutil.copyfileobj(src, dst, _MiB)
+    except UnicodeDecodeError as e:
+        raise FileRejected(f"undecodable content: not valid {encoding} at byte {e.start}") from e
+    return target
+
+
+def sniff_dialect(text: str) -> tuple[str, str]:
+    """(delimiter, end-of-line) of a CSV sample: the delimiter that splits the most lines into the same count."""
+    eol = "\r" if "\n" not in text and "\r" in text else "\n"
+    best = (0.0, 0, ",")
+    for delimiter in DELIMITERS:
+        records = list(csv.reader(text.splitlines()[:200], delimiter=delimiter))[:-1] or list(
+            csv.reader(text.splitlines(), delimiter=delimiter)
         )
-        .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW).is_not_null()))
-        .with_columns(pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS if f not in fields.values())
-        .select(SOURCE_ROW, *CANONICAL_FIELDS, *(c for c in mapping.values() if c.startswith(EXTRA_PREFIX)))
+        counts = [len(r) for r in records if r]
+        if not counts:
+            continue
+        width, seen = collections.Counter(counts).most_common(1)[0]
+        if width > 1 and (seen / len(counts), width) > best[:2]:
+            best = (seen / len(counts), width, delimiter)
+    return best[2], eol
+
+
+def _record_widths(path: Path, delimiter: str) -> tuple[list[str], list[int]]:
+    """Headers and each record's field count, by Python's csv module: polars pads or cuts ragged rows silently."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            headers = next(reader, None)
+            if headers is None:
+                raise FileRejected("the file is empty")
+            widths, ended_at = [], reader.line_num
+            for row in reader:
+                widths.append(len(row))
+                ended_at = reader.line_num
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise FileRejected(f"unterminated quote: the quoted value starting on line {ended_at + 1} never closes") from e
+            raise FileRejected(f"malformed CSV on line {reader.line_num}: {e}") from e
+    return headers, widths
+
+
+def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
+    """Every cell of a CSV as text, exactly as written (no type inference: leading zeros survive)."""
+    text_path = _as_utf8(path, encoding, work_dir)
+    with text_path.open(encoding="utf-8-sig", newline="") as f:
+        sample = f.read(SNIFF_BYTES)
+    if not sample.strip():
+        raise FileRejected("the file is empty")
+    delimiter, eol = sniff_dialect(sample)
+    # The csv module's count runs while polars parses; polars releases the GIL.
+    with ThreadPoolExecutor(1) as pool:
+        shape = pool.submit(_record_widths, text_path, delimiter)
+        try:
+            table = pl.read_csv(
+                text_path, has_header=False, separator=delimiter, eol_char=eol, infer_schema=False,
+                truncate_ragged_lines=True, raise_if_empty=False,
+            )
+            parse_error = None
+        except pl.exceptions.ComputeError as e:
+            parse_error = e
+        headers, widths = shape.result()
+    if parse_error is not None:
+        raise FileRejected(f"the file is not a readable CSV: {str(parse_error).splitlines()[0]}") from parse_error
+    cells = table.slice(1)
+    if cells.height != len(widths):
+        raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {len(widths)}")
+    cells = cells.rename({c: f"c{i}" for i, c in enumerate(cells.columns)})
+    width = len(headers)
+    problems = (
+        pl.DataFrame({"width": widths}, schema={"width": pl.Int64})
+        .select(
+            pl.when((pl.col("width") != width) & (pl.col("width") > 0))
+            .then(pl.format("row has {} fields, the header has {}", pl.col("width"), pl.lit(width)))
+            .alias(ROW_PROBLEM)
+        )
+        .to_series()
+    )
+    # A person counts lines including the line breaks quoted inside earlier records.
+    breaks = pl.sum_horizontal(pl.col(c).str.count_matches(eol, literal=True).fill_null(0) for c in cells.columns)
+    header_lines = 1 + sum(h.count(eol) for h in headers)
+    source_rows = cells.select(
+        (header_lines + 1 + pl.int_range(pl.len()) + breaks.cum_sum().shift(1, fill_value=0)).alias(SOURCE_ROW)
+    ).to_series()
+    details = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "line_ending": repr(eol)}
+    return RawTable(headers, cells, source_rows, problems, details)
+
+
+def _inflated_size(path: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(path) as archive:
+        declared = sum(info.file_size for info in archive.infolist())
+    if declared > max_bytes:
+        raise FileRejected(
+            f"the workbook declares {declared // _MiB} MB uncompressed, above the {max_bytes // _MiB} MB limit"
+        )
+
+
+_NS = {
+    "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+    "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+    "rel": "http://schemas.openxmlformats.org/package/2006/relationships",
+}
+
+
+def _first_used_row(path: Path, sheet: str) -> int:
+    """The sheet row of the first cell with a value: calamine drops the empty rows above it."""
+    with zipfile.ZipFile(path) as archive:
+        workbook = ET.fromstring(archive.read("xl/workbook.xml"))
+        rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+        rel_id = next(s.get(f"{{{_NS['r']}}}id") for s in workbook.iterfind("m:sheets/m:sheet", _NS) if s.get("name") == sheet)
+        target = next(r.get("Target") for r in rels.iterfind("rel:Relationship", _NS) if r.get("Id") == rel_id)
+        member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+        with archive.open(member) as xml:
+            for _, element in ET.iterparse(xml):
+                if element.tag == f"{{{_NS['m']}}}c" and (element.find("m:v", _NS) is not None or element.find("m:is", _NS) is not None):
+                    return int("".join(ch for ch in element.get("r", "A1") if ch.isdigit()))
+    return 1
+
+
+def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> RawTable:
+    """Every cell of one sheet as text, formulas as their cached values, dates as ISO text."""
+    if fmt == "xlsx":
+        _inflated_size(path, max_unzipped)
+    names = fastexcel.read_excel(path).sheet_names
+    if sheet and sheet not in names:
+        raise FileRejected(f"no sheet named {sheet!r}; the workbook has {names}")
+    name = sheet or names[0]
+    table = pl.read_excel(
+        path, engine="calamine", sheet_name=name, has_header=False, read_options={"header_row": None, "dtypes": "string"}
+    )
+    if table.height == 0:
+        raise FileRejected(f"the sheet {name!r} is empty")
+    rows = table.head(HEADER_SEARCH_ROWS).rows()
+    header_at = next((i for i, row in enumerate(rows) if maps_company(list(row))), None)
+    if header_at is None:
+        header_at = next((i for i, row in enumerate(rows) if sum(c is not None for c in row) >= 2), 0)
+    headers = [c if c is not None else f"column_{i + 1}" for i, c in enumerate(rows[header_at])]
+    cells = table.slice(header_at + 1)
+    cells = cells.rename({c: f"c{i}" for i, c in enumerate(cells.columns)}).with_columns(
+        pl.all()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", "${1}")
+        .str.replace(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$", "${1}T${2}")
+    )
+    first = _first_used_row(path, name) if fmt == "xlsx" else 1
+    source_rows = pl.int_range(first + header_at + 1, first + header_at + 1 + cells.height, eager=True).alias(SOURCE_ROW)
+    return RawTable(headers, cells, source_rows, None, {"format": fmt, "sheet": name, "header_row": first + header_at})
+
+
+def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
+    """The file's cells as text, whatever its format."""
+    size = path.stat().st_size
+    if size > config.max_file_mb * _MiB:
+        raise FileRejected(f"the file is {size // _MiB} MB, above the {config.max_file_mb} MB limit")
+    fmt = detect_format(path)
+    if fmt in ("xlsx", "xls"):
+        return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * _MiB)
+    if fmt == "gzip":
+        path = _gunzip(path, work_dir, config.max_file_mb * _MiB)
+        if detect_format(path) != "csv":
+            raise FileRejected("unsupported format: the compressed file is not a CSV")
+    return read_csv_table(path, text_encoding(path, config.encoding), work_dir)
+
+
+def to_records(raw: RawTable, mapping: dict[str, str]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Records with canonical columns, `extra.<header>` columns and their source row; blank records dropped.
+
+    Returns the frame and the column each source header became.
+    """
+    columns, used = {}, set()
+    for i, header in enumerate(raw.headers):
+        name = mapping.get(header) or EXTRA_PREFIX + header
+        while name in used:  # two unmapped columns with the same header
+            name += "'"
+        used.add(name)
+        columns[f"c{i}"] = name
+    named = {columns[c]: c for c in raw.cells.columns if c in columns}
+    frame = (
+        raw.cells.lazy()
+        .select(
+            raw.source_rows.alias(SOURCE_ROW),
+            *(pl.col(c).str.strip_chars().replace("", None).alias(n) for n, c in named.items()),
+            (raw.row_problems if raw.row_problems is not None else pl.lit(None, pl.String)).alias(ROW_PROBLEM),
+        )
+        .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW, ROW_PROBLEM).is_not_null()))
+        .with_columns(pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS if f not in named)
+        .select(SOURCE_ROW, *CANONICAL_FIELDS, *(n for n in named if n.startswith(EXTRA_PREFIX)), ROW_PROBLEM)
         .collect()
     )
-    return frame, mapping
+    return frame, {h: columns[f"c{i}"] for i, h in enumerate(raw.headers)}
+
+
+def read_leads(path: Path, config: ParseConfig | None = None, work_dir: Path | None = None) -> tuple[pl.DataFrame, dict[str, str], dict]:
+    """A lead file's records (see `to_records`), the header mapping used, and what was detected about the file."""
+    config = config or ParseConfig()
+    raw = read_table(path, config, work_dir or path.parent)
+    if raw.cells.height == 0:
+        raise FileRejected("the file has a header but no records")
+    try:
+        profile = choose_profile(path.name, config.mapping_profile)
+        mapping = map_headers(raw.headers, profile)
+    except MappingError as e:
+        raise FileRejected(str(e)) from e
+    records, columns = to_records(raw, mapping)
+    if records.height == 0:
+        raise FileRejected("the file has a header but no records")
+    return records, columns, raw.details | {"mapping_profile": profile.name if profile else None}
 
 
 def source_file(landing: Path, partition: str, configured_path: str) -> tuple[Path, str]:
@@ -139,10 +361,18 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
     """Read the partition's file into text columns mapped to the canonical lead fields."""
     started = time.perf_counter()
     path, digest = source_file(landing.path, context.partition_key, config.source_path)
+    work_dir = dagster_dir(Path(landing.home).resolve()) / "storage" / context.run_id / "work"
     try:
-        records, mapping = read_leads(path)
+        records, mapping, details = read_leads(path, config, work_dir)
     except FileRejected as e:
-        raise dg.Failure(description=f"{path.name}: {e}", metadata={"source_file": str(path)}) from e
+        reason = f"{path.name}: {e}"
+        quarantined = landing.quarantine(path, reason)
+        metadata = {"source_file": str(path), "reason": reason}
+        if quarantined:
+            metadata["quarantined_to"] = str(quarantined)
+        raise dg.Failure(description=reason, metadata=metadata) from e
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     summary = {
         "partition_key": context.partition_key,
         "source_file": str(path),
@@ -157,6 +387,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
             "source_file": dg.MetadataValue.path(str(path)),
             "content_hash": digest,
             "column_mapping": dg.MetadataValue.json(mapping),
+            "file": dg.MetadataValue.json(details),
         },
         output_name="records",
     )

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from import_pipeline import schema
 from import_pipeline.config import dagster_dir, landing_dir
+from import_pipeline.landing import move_aside
 
 LEADS_DATABASE = "leads"
 DAGSTER_DATABASE = "dagster"
@@ -76,13 +77,25 @@ class LeadsDatabase(dg.ConfigurableResource):
 
 
 class LandingFolder(dg.ConfigurableResource):
-    """The folder that files are dropped into."""
+    """The folder that files are dropped into, and the quarantine beside it for files that cannot be imported."""
 
     home: str = ""
 
     @property
     def path(self) -> Path:
         return landing_dir(Path(self.home).resolve())
+
+    @property
+    def quarantine_path(self) -> Path:
+        return Path(self.home).resolve() / "quarantine"
+
+    def quarantine(self, path: Path, reason: str) -> Path | None:
+        """Move a landed file to quarantine with a `.reason.txt` beside it; files from elsewhere stay put."""
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            return None
+        moved = move_aside(path, self.quarantine_path)
+        moved.with_name(moved.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
+        return moved
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

@@ -10,7 +10,8 @@ import pytest
 from import_pipeline.dedupe import drop_in_file_duplicates, email_key
 from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, check_conservation
-from import_pipeline.parse import FileRejected, map_headers, normalize_header, read_leads
+from import_pipeline.mapping import MappingError, map_headers, normalize_header
+from import_pipeline.parse import read_leads
 from import_pipeline.schema import MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
 
@@ -32,7 +33,7 @@ def test_map_headers_english_and_french():
 
 
 def test_map_headers_two_columns_for_one_field_rejects_the_file():
-    with pytest.raises(FileRejected, match="columns 'Email' and 'E-mail' both map to the field 'email'"):
+    with pytest.raises(MappingError, match="columns 'Email' and 'E-mail' both map to the field 'email'"):
         map_headers(["Company", "Email", "E-mail"])
 
 
@@ -53,7 +54,7 @@ def test_drop_in_file_duplicates_first_wins_and_blank_emails_are_kept():
 def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
     path = tmp_path / "f.csv"
     path.write_text('"Company\nName",Email\nA,"x\n\ny"\n\nB,b@x.com\r\nC,c@x.com\n')
-    frame, _ = read_leads(path)
+    frame, _, _ = read_leads(path)
     assert frame.select("source_row", "company_name").rows() == [(3, "A"), (7, "B"), (8, "C")]
 
 
