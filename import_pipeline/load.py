@@ -11,12 +11,15 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.dedupe import EMAIL_KEY
-from import_pipeline.parse import SOURCE_ROW
+from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
 from import_pipeline.resources import LeadsDatabase
 from import_pipeline.schema import CANONICAL_FIELDS
+from import_pipeline.validate import NUL_SHOWN_AS
 
 LEADS_ASSET = dg.AssetKey("leads")
-STAGED_COLUMNS = (SOURCE_ROW, *CANONICAL_FIELDS, EMAIL_KEY)
+PHONE_E164, EXTRA = "phone_e164", "extra"
+STAGED_COLUMNS = (SOURCE_ROW, *CANONICAL_FIELDS, EMAIL_KEY, PHONE_E164, EXTRA)
+_STAGED_TYPES = {SOURCE_ROW: "integer", EXTRA: "jsonb"}
 COPY_SLICE_ROWS = 100_000
 
 
@@ -62,8 +65,21 @@ def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -
     return {"partition_key": row[0], "run_id": row[1], "counts": row[2]} if row else None
 
 
+def staged_frame(leads: pl.DataFrame) -> pl.DataFrame:
+    """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
+    extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
+    extra = (
+        pl.struct(pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX)) for c in extras)
+        .struct.json_encode()
+        if extras
+        else pl.lit(None, pl.String)
+    )
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
+    return leads.select(SOURCE_ROW, *CANONICAL_FIELDS, EMAIL_KEY, phone.alias(PHONE_E164), extra.alias(EXTRA))
+
+
 def _insert_new_leads(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int, source_file: str) -> int:
-    fields = sql.SQL(", ").join(map(sql.Identifier, (*CANONICAL_FIELDS, EMAIL_KEY)))
+    fields = sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS[1:]))
     cur.execute(
         sql.SQL(
             """
@@ -103,12 +119,12 @@ def load_import(conn: psycopg.Connection, leads: pl.DataFrame, rejected: pl.Data
 
         staging = sql.Identifier(f"staging_{run_id}")
         columns = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL("integer" if c == SOURCE_ROW else "text"))
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text")))
             for c in STAGED_COLUMNS
         )
         # A temporary table is private to this connection and vanishes with it, even if the run dies.
         cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(staging, columns))
-        staged = copy_frame(cur, staging, leads.select(STAGED_COLUMNS))
+        staged = copy_frame(cur, staging, staged_frame(leads))
         inserted = _insert_new_leads(cur, staging, import_id, summary["source_file"])
         stored_rejects = copy_frame(
             cur,

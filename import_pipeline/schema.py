@@ -71,6 +71,17 @@ MIGRATIONS: tuple[tuple[int, str, sql.Composable], ...] = (
             """
         ).format(lead_columns=_lead_columns()),
     ),
+    (
+        2,
+        "normalized phone and the columns no field maps to",
+        sql.SQL(
+            """
+            ALTER TABLE leads
+                ADD COLUMN phone_e164 text,
+                ADD COLUMN extra jsonb;
+            """
+        ),
+    ),
 )
 
 

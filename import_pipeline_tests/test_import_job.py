@@ -55,6 +55,10 @@ def test_import_job_handmade_file_exact_outcome(pipeline, tmp_path):
         (12, "Golf", None, None, "0099", None),
         (13, "Golf", None, None, "0099", None),
     ]
+    # Columns no field maps to are kept with each lead, under the user's own header.
+    assert pipeline.query("SELECT extra FROM leads WHERE source_row IN (2, 11) ORDER BY source_row") == [
+        ({"Lead Source": "web"},), ({"Lead Source": None},)
+    ]
     rejects = pipeline.query("SELECT source_row, reasons, raw_values FROM rejected_rows ORDER BY source_row")
     assert [(row, [r["problem"] for r in reasons]) for row, reasons, _ in rejects] == [
         (6, ["company_name is required"]),
