@@ -2,6 +2,8 @@
 
 import os
 from pathlib import Path
+from enum import Enum
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -79,3 +81,43 @@ class ParseConfig(dg.Config):
     )
     max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
     max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")
+
+
+class MatchKey(str, Enum):
+    """A way to recognise the same lead twice."""
+
+    email = "email"
+    external_id = "external_id"
+    phone_company = "phone_company"
+
+
+class DedupeConfig(dg.Config):
+    """How rows are matched to each other and to existing leads."""
+
+    match_keys: list[MatchKey] = Field(
+        default=["email"],
+        description="Match keys in priority order: normalized email; external_id within `source`; "
+        "phone (E.164) with the normalized company name (weaker, opt in).",
+    )
+    keep: Literal["first", "last"] = Field(
+        default="first", description="Which occurrence of a key within the file is kept; the others are in-file duplicates."
+    )
+    source: str = Field(default="default", description="The source that external ids belong to.")
+
+
+class LoadConfig(dg.Config):
+    """What happens to rows that match an existing lead, and who owns new leads."""
+
+    on_existing: Literal["skip", "update", "merge", "create"] = Field(
+        default="skip",
+        description="skip: leave the lead; update: non-empty incoming values overwrite; merge: incoming values "
+        "fill empty fields only; create: insert anyway, flagged as a possible duplicate.",
+    )
+    assign: Literal["none", "single", "round_robin", "by_column"] = Field(default="none", description="Owner of new leads.")
+    owners: list[str] = Field(
+        default=[], description="single: [owner]; round_robin: the rotation; by_column: [fallback owner]."
+    )
+    owner_column: str = Field(default="", description="by_column: the source header that holds the owner.")
+    reassign_existing: bool = Field(
+        default=False, description="update/merge also set the owner of the existing leads they change."
+    )

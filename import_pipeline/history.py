@@ -12,6 +12,8 @@ COUNT_KEYS = (
     "duplicates_existing",
     "inserted",
     "updated",
+    "merged",
+    "created",
 )
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 

@@ -15,5 +15,5 @@ def import_leads_job():
     """Import one landed file of leads."""
     records, parsed = parse()
     valid, rejected, validated = validate(records, parsed)
-    leads, deduped = dedupe(valid, validated)
-    load(leads, rejected, deduped)
+    leads, duplicates, deduped = dedupe(valid, validated)
+    load(leads, duplicates, rejected, deduped)

@@ -1,8 +1,10 @@
-"""Load: one transaction that COPYs the file's leads into a private staging table, merges them into
-`leads`, stores the rejected rows, and records the import, so a file is loaded entirely or not at all."""
+"""Load: one transaction that COPYs a file's leads into a private staging table, matches them to existing
+leads, applies the chosen strategy, stores rejected rows and one history row per source row, and records
+the import, so a file is loaded entirely or not at all, and exactly once."""
 
 import io
 import json
+import random
 import time
 
 import dagster as dg
@@ -10,21 +12,30 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from import_pipeline.dedupe import EMAIL_KEY
+from import_pipeline.config import LoadConfig
+from import_pipeline.dedupe import DUPLICATE_OF_ROW, EMAIL_KEY, EXTERNAL_KEY, KEY_COLUMNS, PHONE_COMPANY_KEY, SURVIVOR_ROW
 from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
 from import_pipeline.resources import LeadsDatabase
 from import_pipeline.schema import CANONICAL_FIELDS
 from import_pipeline.validate import NUL_SHOWN_AS
 
 LEADS_ASSET = dg.AssetKey("leads")
-PHONE_E164, EXTRA = "phone_e164", "extra"
-STAGED_COLUMNS = (SOURCE_ROW, *CANONICAL_FIELDS, EMAIL_KEY, PHONE_E164, EXTRA)
+PHONE_E164, EXTRA, OWNER = "phone_e164", "extra", "owner"
+# Columns a lead takes from its source row.
+LEAD_VALUES = (*CANONICAL_FIELDS, PHONE_E164, EXTRA)
+STAGED_COLUMNS = (SOURCE_ROW, *LEAD_VALUES, EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, OWNER)
 _STAGED_TYPES = {SOURCE_ROW: "integer", EXTRA: "jsonb"}
 COPY_SLICE_ROWS = 100_000
+OUTCOMES = ("inserted", "updated", "merged", "created", "skipped", "duplicate_in_file")
+MAX_ATTEMPTS = 5
 
 
 class CountsDoNotAddUp(Exception):
     """Rows read differ from the sum of their outcomes: a bug, so nothing is committed."""
+
+
+class ConcurrentInsert(Exception):
+    """Another import inserted a lead this one was about to insert; the whole load is retried."""
 
 
 def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame) -> int:
@@ -38,6 +49,35 @@ def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame) 
             part.write_csv(buffer, include_header=False)
             copy.write(buffer.getbuffer())
     return cur.rowcount
+
+
+def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], owner_column: str) -> pl.DataFrame:
+    """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
+    extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
+    extra = (
+        pl.struct(
+            pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX))
+            for c in extras
+        ).struct.json_encode()
+        if extras
+        else pl.lit(None, pl.String)
+    )
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
+    owner = pl.col(mapping[owner_column]) if owner_column in mapping else pl.lit(None, pl.String)
+    return leads.select(
+        SOURCE_ROW, *CANONICAL_FIELDS, phone.alias(PHONE_E164), extra.alias(EXTRA),
+        EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, owner.alias(OWNER),
+    )
+
+
+def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -> dict | None:
+    """The committed import of this partition or of these bytes, if any."""
+    cur.execute(
+        "SELECT partition_key, run_id, counts FROM imports WHERE partition_key = %s OR content_hash = %s",
+        (partition_key, content_hash),
+    )
+    row = cur.fetchone()
+    return {"partition_key": row[0], "run_id": row[1], "counts": row[2]} if row else None
 
 
 def _claim_import(cur: psycopg.Cursor, summary: dict, run_id: str) -> int | None:
@@ -55,58 +95,192 @@ def _claim_import(cur: psycopg.Cursor, summary: dict, run_id: str) -> int | None
     return row[0] if row else None
 
 
-def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -> dict | None:
-    """The committed import of this partition or of these bytes, if any."""
-    cur.execute(
-        "SELECT partition_key, run_id, counts FROM imports WHERE partition_key = %s OR content_hash = %s",
-        (partition_key, content_hash),
-    )
-    row = cur.fetchone()
-    return {"partition_key": row[0], "run_id": row[1], "counts": row[2]} if row else None
+def _match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str) -> None:
+    """Point each staged row at the live lead it matches, key by key in priority order.
 
-
-def staged_frame(leads: pl.DataFrame) -> pl.DataFrame:
-    """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
-    extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
-    extra = (
-        pl.struct(pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX)) for c in extras)
-        .struct.json_encode()
-        if extras
-        else pl.lit(None, pl.String)
-    )
-    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
-    return leads.select(SOURCE_ROW, *CANONICAL_FIELDS, EMAIL_KEY, phone.alias(PHONE_E164), extra.alias(EXTRA))
-
-
-def _insert_new_leads(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int, source_file: str) -> int:
-    fields = sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS[1:]))
+    Two rows matching one lead keep only one (`keep`); the others become in-file duplicates.
+    """
+    for key in (sql.Identifier(KEY_COLUMNS[k]) for k in keys):
+        cur.execute(
+            sql.SQL(
+                """
+                UPDATE {staging} s SET match_id = m.id
+                FROM (
+                    SELECT DISTINCT ON (l.{key}) l.{key}, l.id FROM leads l
+                    WHERE l.{key} IN (SELECT {key} FROM {staging} WHERE match_id IS NULL)
+                      AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
+                    ORDER BY l.{key}, l.id
+                ) m
+                WHERE s.match_id IS NULL AND s.{key} = m.{key}
+                """
+            ).format(staging=staging, key=key)
+        )
+    order = sql.SQL("ASC" if keep == "first" else "DESC")
     cur.execute(
         sql.SQL(
             """
-            INSERT INTO leads ({fields}, created_by_import, updated_by_import, source_file, source_row)
-            SELECT {fields}, %(import_id)s, %(import_id)s, %(source_file)s, source_row
-            FROM {staging}
-            -- Key order keeps concurrent imports from locking the same keys in opposite orders.
-            ORDER BY email_key, source_row
-            ON CONFLICT (email_key) WHERE email_key IS NOT NULL AND deleted_at IS NULL DO NOTHING
+            WITH ranked AS (
+                SELECT source_row, match_id,
+                       first_value(source_row) OVER (PARTITION BY match_id ORDER BY source_row {order}) AS kept
+                FROM {staging} WHERE match_id IS NOT NULL
+            ), moved AS (
+                INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
+                SELECT source_row, match_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
+                RETURNING source_row
+            )
+            DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
             """
-        ).format(fields=fields, staging=staging),
-        {"import_id": import_id, "source_file": source_file},
+        ).format(staging=staging, order=order)
     )
-    return cur.rowcount
+
+
+def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, new_rows: sql.Composable) -> None:
+    """Set the owner of the rows about to become leads."""
+    if config.assign == "none":
+        cur.execute(sql.SQL("UPDATE {} SET owner = NULL").format(staging))
+    elif config.assign == "single":
+        cur.execute(sql.SQL("UPDATE {} SET owner = %s").format(staging), (config.owners[0],))
+    elif config.assign == "by_column":
+        fallback = config.owners[0] if config.owners else None
+        cur.execute(sql.SQL("UPDATE {} SET owner = COALESCE(owner, %s)").format(staging), (fallback,))
+    else:
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(staging, new_rows))
+        count = cur.fetchone()[0]
+        # The rotation row is locked until commit, so concurrent imports continue it fairly.
+        cur.execute(
+            """
+            INSERT INTO owner_rotation (owners, next_index) VALUES (%(owners)s, %(count)s)
+            ON CONFLICT (owners) DO UPDATE SET next_index = owner_rotation.next_index + %(count)s
+            RETURNING next_index - %(count)s
+            """,
+            {"owners": json.dumps(config.owners), "count": count},
+        )
+        start = cur.fetchone()[0]
+        cur.execute(
+            sql.SQL(
+                """
+                UPDATE {staging} s SET owner = (%(owners)s::text[])[1 + (%(start)s + n.rank - 1) %% %(size)s]
+                FROM (SELECT source_row, row_number() OVER (ORDER BY source_row) AS rank FROM {staging} WHERE {new_rows}) n
+                WHERE s.source_row = n.source_row
+                """
+            ).format(staging=staging, new_rows=new_rows),
+            {"owners": config.owners, "start": start, "size": len(config.owners)},
+        )
+
+
+def _insert(cur: psycopg.Cursor, staging: sql.Identifier, where: sql.Composable, action: str, import_id: int, source_file: str) -> None:
+    columns = sql.SQL(", ").join(map(sql.Identifier, (*LEAD_VALUES, EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, OWNER)))
+    duplicate_of = sql.SQL("match_id" if action == "created" else "NULL")
+    cur.execute(
+        sql.SQL(
+            """
+            WITH inserted AS (
+                INSERT INTO leads ({columns}, duplicate_of, created_by_import, updated_by_import, source_file, source_row)
+                SELECT {columns}, {duplicate_of}, %(import_id)s, %(import_id)s, %(source_file)s, source_row
+                FROM {staging} WHERE {where}
+                -- Key order keeps concurrent imports from locking the same keys in opposite orders.
+                ORDER BY email_key, source_row
+                ON CONFLICT DO NOTHING
+                RETURNING id, source_row
+            )
+            INSERT INTO outcomes (source_row, lead_id, action) SELECT source_row, id, %(action)s FROM inserted
+            """
+        ).format(columns=columns, duplicate_of=duplicate_of, staging=staging, where=where),
+        {"import_id": import_id, "source_file": source_file, "action": action},
+    )
+
+
+def _change(config: LoadConfig, import_id: int, staging: sql.Identifier) -> tuple[sql.Composable, dict]:
+    """The `update`/`merge` statement: changed leads only, with each changed field's old and new value."""
+    incoming_wins = config.on_existing == "update"
+    values = {
+        f: sql.SQL("COALESCE(s.{f}, l.{f})" if incoming_wins else "COALESCE(l.{f}, s.{f})").format(f=sql.Identifier(f))
+        for f in (*CANONICAL_FIELDS, PHONE_E164)
+    }
+    # jsonb `||` keeps the right side's value for a key both sides have.
+    values[EXTRA] = sql.SQL(
+        "COALESCE(l.extra, '{}') || COALESCE(s.extra, '{}')" if incoming_wins else "COALESCE(s.extra, '{}') || COALESCE(l.extra, '{}')"
+    )
+    if config.reassign_existing:
+        values[OWNER] = sql.SQL("COALESCE(s.owner, l.owner)")
+    keys = (EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY)
+    values |= {k: sql.SQL("COALESCE(l.{k}, s.{k})").format(k=sql.Identifier(k)) for k in keys}
+    names = list(values)
+    changes = sql.SQL(", ").join(
+        sql.SQL("{name}, CASE WHEN o.{f} IS DISTINCT FROM u.{f} THEN jsonb_build_object('old', o.{f}, 'new', u.{f}) END").format(
+            name=sql.Literal(f), f=sql.Identifier(f)
+        )
+        for f in names if f not in keys
+    )
+    return sql.SQL(
+        """
+        WITH old AS (
+            SELECT l.* FROM leads l WHERE l.id IN (SELECT match_id FROM {staging}) FOR UPDATE
+        ), changed AS (
+            UPDATE leads l SET {assignments}, updated_by_import = %(import_id)s, updated_at = now()
+            FROM {staging} s
+            WHERE l.id = s.match_id AND ({current}) IS DISTINCT FROM ({incoming})
+            RETURNING l.*, s.source_row AS staged_row
+        )
+        INSERT INTO outcomes (source_row, lead_id, action, changes)
+        SELECT u.staged_row, u.id, %(action)s, jsonb_strip_nulls(jsonb_build_object({changes}))
+        FROM changed u JOIN old o ON o.id = u.id
+        """
+    ).format(
+        staging=staging,
+        assignments=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(n), values[n]) for n in names),
+        current=sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(n)) for n in names),
+        incoming=sql.SQL(", ").join(values[n] for n in names),
+        changes=changes,
+    ), {"import_id": import_id, "action": "updated" if incoming_wins else "merged"}
+
+
+def _apply(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, import_id: int, source_file: str) -> None:
+    unmatched = sql.SQL("match_id IS NULL")
+    new_rows = sql.SQL("TRUE") if config.on_existing == "create" else unmatched
+    _assign_owners(cur, staging, config, new_rows)
+    _insert(cur, staging, unmatched, "inserted", import_id, source_file)
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} s WHERE match_id IS NULL AND NOT EXISTS (SELECT FROM outcomes o WHERE o.source_row = s.source_row)").format(staging)
+    )
+    if cur.fetchone()[0]:
+        raise ConcurrentInsert("another import inserted some of these leads first")
+    if config.on_existing == "create":
+        _insert(cur, staging, sql.SQL("match_id IS NOT NULL"), "created", import_id, source_file)
+    elif config.on_existing in ("update", "merge"):
+        statement, params = _change(config, import_id, staging)
+        cur.execute(statement, params)
+    # Matched rows that changed nothing (or strategy `skip`) are duplicates of the lead they match.
+    cur.execute(
+        sql.SQL(
+            """
+            INSERT INTO outcomes (source_row, lead_id, action)
+            SELECT source_row, match_id, 'skipped' FROM {} s
+            WHERE match_id IS NOT NULL AND NOT EXISTS (SELECT FROM outcomes o WHERE o.source_row = s.source_row)
+            """
+        ).format(staging)
+    )
 
 
 def check_conservation(counts: dict) -> None:
-    """Every row read is inserted, updated, a duplicate or rejected; anything else is a bug."""
-    outcomes = ("inserted", "updated", "rows_rejected", "duplicates_in_file", "duplicates_existing")
-    total = sum(counts[k] for k in outcomes)
+    """Every row read is inserted, updated, merged, created, a duplicate or rejected; anything else is a bug."""
+    outcomes = ("inserted", "updated", "merged", "created", "rows_rejected", "duplicates_in_file", "duplicates_existing")
+    total = sum(counts.get(k, 0) for k in outcomes)
     if total != counts["rows_read"]:
-        detail = ", ".join(f"{k}={counts[k]}" for k in outcomes)
+        detail = ", ".join(f"{k}={counts.get(k, 0)}" for k in outcomes)
         raise CountsDoNotAddUp(f"rows_read={counts['rows_read']} but {detail} add up to {total}")
 
 
-def load_import(conn: psycopg.Connection, leads: pl.DataFrame, rejected: pl.DataFrame, summary: dict, run_id: str) -> dict:
-    """Load one file's leads and rejects in one transaction; returns its counts.
+def load_import(
+    conn: psycopg.Connection,
+    leads: pl.DataFrame,
+    duplicates: pl.DataFrame,
+    rejected: pl.DataFrame,
+    summary: dict,
+    config: LoadConfig,
+    run_id: str,
+) -> dict:
+    """Load one file in one transaction; returns its counts.
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
     with `already_imported_as` naming the partition that holds these bytes.
@@ -119,13 +293,38 @@ def load_import(conn: psycopg.Connection, leads: pl.DataFrame, rejected: pl.Data
 
         staging = sql.Identifier(f"staging_{run_id}")
         columns = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text")))
-            for c in STAGED_COLUMNS
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text"))) for c in STAGED_COLUMNS
         )
-        # A temporary table is private to this connection and vanishes with it, even if the run dies.
-        cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(staging, columns))
-        staged = copy_frame(cur, staging, staged_frame(leads))
-        inserted = _insert_new_leads(cur, staging, import_id, summary["source_file"])
+        # Temporary tables are private to this connection and vanish with it, even if the run dies.
+        cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, match_id bigint) ON COMMIT DROP").format(staging, columns))
+        cur.execute(
+            """
+            CREATE TEMPORARY TABLE outcomes (
+                source_row integer PRIMARY KEY, lead_id bigint, action text NOT NULL,
+                duplicate_of_row integer, survivor_row integer, changes jsonb
+            ) ON COMMIT DROP
+            """
+        )
+        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.owner_column))
+        copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
+        _match_existing(cur, staging, summary["match_keys"], summary["keep"])
+        _apply(cur, staging, config, import_id, summary["source_file"])
+        # In-file duplicates point at the lead their surviving row became.
+        cur.execute(
+            """
+            UPDATE outcomes d SET lead_id = k.lead_id FROM outcomes k
+            WHERE d.action = 'duplicate_in_file' AND d.lead_id IS NULL AND k.source_row = d.survivor_row
+            """
+        )
+        cur.execute(
+            """
+            INSERT INTO lead_history (import_id, source_row, lead_id, action, duplicate_of_row, changes)
+            SELECT %s, source_row, lead_id, action, duplicate_of_row, changes FROM outcomes
+            """,
+            (import_id,),
+        )
+        cur.execute("SELECT action, count(*) FROM outcomes GROUP BY action")
+        by_action = dict.fromkeys(OUTCOMES, 0) | dict(cur.fetchall())
         stored_rejects = copy_frame(
             cur,
             sql.Identifier("rejected_rows"),
@@ -135,25 +334,51 @@ def load_import(conn: psycopg.Connection, leads: pl.DataFrame, rejected: pl.Data
             "rows_read": summary["rows_read"],
             "rows_valid": summary["rows_valid"],
             "rows_rejected": stored_rejects,
-            "duplicates_in_file": summary["duplicates_in_file"],
-            "duplicates_existing": staged - inserted,
-            "inserted": inserted,
-            "updated": 0,
+            "duplicates_in_file": by_action["duplicate_in_file"],
+            "duplicates_existing": by_action["skipped"],
+            "inserted": by_action["inserted"],
+            "updated": by_action["updated"],
+            "merged": by_action["merged"],
+            "created": by_action["created"],
         }
         check_conservation(counts)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
     return counts
 
 
+def load_with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, *args) -> dict:
+    """`load_import`, retried from scratch when it loses a race with another import (deadlock, serialization, insert)."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with leads_db.connect() as conn:
+            try:
+                return load_import(conn, *args)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, ConcurrentInsert) as e:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
+                context.log.warning(f"load attempt {attempt} lost a race with another import ({e}); retrying in {delay:.1f}s")
+                time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 @dg.op
-def load(context: dg.OpExecutionContext, leads_db: LeadsDatabase, leads: pl.DataFrame, rejected: pl.DataFrame, summary: dict) -> dict:
-    """Commit the file's new leads and rejected rows, and record the import in the `leads` asset."""
+def load(
+    context: dg.OpExecutionContext,
+    config: LoadConfig,
+    leads_db: LeadsDatabase,
+    leads: pl.DataFrame,
+    duplicates: pl.DataFrame,
+    rejected: pl.DataFrame,
+    summary: dict,
+) -> dict:
+    """Commit the file's leads, history and rejected rows, and record the import in the `leads` asset."""
     started = time.perf_counter()
-    with leads_db.connect() as conn:
-        try:
-            counts = load_import(conn, leads, rejected, summary, context.run_id)
-        except CountsDoNotAddUp as e:
-            raise dg.Failure(description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}") from e
+    if config.assign in ("single", "round_robin") and not config.owners:
+        raise dg.Failure(description=f"assign: {config.assign} needs `owners` in the load config")
+    try:
+        counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id)
+    except CountsDoNotAddUp as e:
+        raise dg.Failure(description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}") from e
     seconds = summary["seconds"] | {"load": time.perf_counter() - started}
     result = summary | counts | {"seconds": seconds}
     if "already_imported_as" in counts and counts["already_imported_as"] != summary["partition_key"]:
@@ -162,8 +387,12 @@ def load(context: dg.OpExecutionContext, leads_db: LeadsDatabase, leads: pl.Data
         return result | {"status": "skipped"}
 
     duration = sum(seconds.values())
+    count_keys = ("rows_read", "rows_valid", "rows_rejected", "duplicates_in_file", "duplicates_existing",
+                  "inserted", "updated", "merged", "created")
     metadata = {
-        **{k: counts[k] for k in ("rows_read", "rows_valid", "rows_rejected", "duplicates_in_file", "duplicates_existing", "inserted", "updated")},
+        **{k: counts.get(k, 0) for k in count_keys},
+        "on_existing": config.on_existing,
+        "match_keys": ", ".join(summary["match_keys"]),
         "duration_s": round(duration, 3),
         "rows_per_s": round(counts["rows_read"] / duration) if duration else 0,
         "source_file": dg.MetadataValue.path(summary["source_file"]),

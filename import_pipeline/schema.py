@@ -82,6 +82,45 @@ MIGRATIONS: tuple[tuple[int, str, sql.Composable], ...] = (
             """
         ),
     ),
+    (
+        3,
+        "match keys, possible duplicates, owners and the per-lead audit trail",
+        sql.SQL(
+            """
+            ALTER TABLE leads
+                ADD COLUMN external_key text,
+                ADD COLUMN phone_company_key text,
+                ADD COLUMN duplicate_of bigint REFERENCES leads (id),
+                ADD COLUMN owner text;
+            -- Leads flagged as possible duplicates (strategy `create`) may share a key with the lead they match.
+            DROP INDEX leads_email_key_live;
+            CREATE UNIQUE INDEX leads_email_key_live ON leads (email_key)
+                WHERE email_key IS NOT NULL AND deleted_at IS NULL AND duplicate_of IS NULL;
+            CREATE INDEX leads_external_key_live ON leads (external_key)
+                WHERE external_key IS NOT NULL AND deleted_at IS NULL AND duplicate_of IS NULL;
+            CREATE INDEX leads_phone_company_key_live ON leads (phone_company_key)
+                WHERE phone_company_key IS NOT NULL AND deleted_at IS NULL AND duplicate_of IS NULL;
+            CREATE TABLE lead_history (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                import_id bigint NOT NULL REFERENCES imports (id) ON DELETE CASCADE,
+                source_row integer NOT NULL,
+                lead_id bigint REFERENCES leads (id),
+                action text NOT NULL CHECK (action IN
+                    ('inserted', 'updated', 'merged', 'created', 'skipped', 'duplicate_in_file')),
+                duplicate_of_row integer,
+                changes jsonb,
+                -- One outcome per source row per import: a replayed load cannot add a second.
+                UNIQUE (import_id, source_row)
+            );
+            CREATE INDEX lead_history_lead ON lead_history (lead_id);
+            -- Where round-robin owner assignment continues from, across imports.
+            CREATE TABLE owner_rotation (
+                owners text PRIMARY KEY,
+                next_index bigint NOT NULL DEFAULT 0
+            );
+            """
+        ),
+    ),
 )
 
 

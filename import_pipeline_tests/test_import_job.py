@@ -32,6 +32,8 @@ HANDMADE_COUNTS = {
     "duplicates_existing": 0,
     "inserted": 5,
     "updated": 0,
+    "merged": 0,
+    "created": 0,
 }
 
 
@@ -118,7 +120,7 @@ def test_import_job_overlapping_file_counts_existing_duplicates(pipeline, tmp_pa
     assert result["status"] == "success", result["error"]
     assert _counts(result) == {
         "rows_read": 4, "rows_valid": 4, "rows_rejected": 0, "duplicates_in_file": 1,
-        "duplicates_existing": 2, "inserted": 1, "updated": 0,
+        "duplicates_existing": 2, "inserted": 1, "updated": 0, "merged": 0, "created": 0,
     }
     assert pipeline.scalar("SELECT count(*) FROM leads") == 6
     # Existing leads are left alone by default.

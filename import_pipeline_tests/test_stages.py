@@ -7,7 +7,7 @@ import polars as pl
 import psycopg
 import pytest
 
-from import_pipeline.dedupe import drop_in_file_duplicates, email_key
+from import_pipeline.dedupe import drop_in_file_duplicates, email_key, with_keys
 from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
@@ -44,11 +44,35 @@ def test_email_key_normalization():
     assert keys == ["ann@acme.com", "ann@acme.com", "ann@acme.com", "ａnn@acme.com", None, None]
 
 
+def _keyed(**columns):
+    empty = {f: [None] * len(columns["source_row"]) for f in ("email", "external_id", "phone", "company_name")}
+    return with_keys(pl.DataFrame(empty | columns, schema_overrides={f: pl.String for f in empty}), "crm")
+
+
 def test_drop_in_file_duplicates_first_wins_and_blank_emails_are_kept():
-    valid = pl.DataFrame({"source_row": [2, 3, 4, 5, 6], "email": ["A@x.com", None, "a@X.com ", None, "b@x.com"]})
-    unique, dropped = drop_in_file_duplicates(valid)
-    assert unique["source_row"].to_list() == [2, 3, 5, 6]
-    assert dropped == 1
+    keyed = _keyed(source_row=[2, 3, 4, 5, 6], email=["A@x.com", None, "a@X.com ", None, "b@x.com"])
+    kept, duplicates = drop_in_file_duplicates(keyed, ["email"])
+    assert kept["source_row"].to_list() == [2, 3, 5, 6]
+    assert duplicates.rows() == [(4, 2, 2)]
+
+
+def test_drop_in_file_duplicates_keep_last_and_key_priority_chain():
+    keyed = _keyed(
+        source_row=[2, 3, 4, 5],
+        email=["a@x.com", "a@x.com", "b@x.com", "c@x.com"],
+        external_id=[None, "7", "7", None],
+    )
+    kept, duplicates = drop_in_file_duplicates(keyed, ["email", "external_id"], keep="last")
+    # Line 2 loses to 3 by email; 3 then loses to 4 by external id, so 2's lead is 4's.
+    assert kept["source_row"].to_list() == [4, 5]
+    assert duplicates.rows() == [(2, 3, 4), (3, 4, 4)]
+
+
+def test_match_keys_scope_and_normalization():
+    keyed = _keyed(
+        source_row=[2], external_id=[" 0042 "], phone=["+33 (0)1 23"], company_name=["ACME S.A."]
+    )
+    assert keyed.select("external_key", "phone_company_key").rows() == [("crm:0042", "+330123|acmesa")]
 
 
 def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
