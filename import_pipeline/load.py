@@ -199,7 +199,8 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier) -> tupl
     }
     # jsonb `||` keeps the right side's value for a key both sides have.
     values[EXTRA] = sql.SQL(
-        "COALESCE(l.extra, '{}') || COALESCE(s.extra, '{}')" if incoming_wins else "COALESCE(s.extra, '{}') || COALESCE(l.extra, '{}')"
+        "CASE WHEN s.extra IS NULL THEN l.extra ELSE "
+        + ("COALESCE(l.extra, '{}') || s.extra END" if incoming_wins else "s.extra || COALESCE(l.extra, '{}') END")
     )
     if config.reassign_existing:
         values[OWNER] = sql.SQL("COALESCE(s.owner, l.owner)")
@@ -215,7 +216,7 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier) -> tupl
     return sql.SQL(
         """
         WITH old AS (
-            SELECT l.* FROM leads l WHERE l.id IN (SELECT match_id FROM {staging}) FOR UPDATE
+            SELECT l.* FROM leads l WHERE l.id IN (SELECT match_id FROM {staging})
         ), changed AS (
             UPDATE leads l SET {assignments}, updated_by_import = %(import_id)s, updated_at = now()
             FROM {staging} s
@@ -223,7 +224,8 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier) -> tupl
             RETURNING l.*, s.source_row AS staged_row
         )
         INSERT INTO outcomes (source_row, lead_id, action, changes)
-        SELECT u.staged_row, u.id, %(action)s, jsonb_strip_nulls(jsonb_build_object({changes}))
+        SELECT u.staged_row, u.id, %(action)s,
+               (SELECT jsonb_object_agg(key, value) FROM jsonb_each(jsonb_build_object({changes})) WHERE value <> 'null')
         FROM changed u JOIN old o ON o.id = u.id
         """
     ).format(
@@ -248,6 +250,11 @@ def _apply(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, imp
     if config.on_existing == "create":
         _insert(cur, staging, sql.SQL("match_id IS NOT NULL"), "created", import_id, source_file)
     elif config.on_existing in ("update", "merge"):
+        # Lock first, in id order: the change statement's snapshot then holds the values it replaces,
+        # and concurrent imports wait for each other instead of deadlocking.
+        cur.execute(
+            sql.SQL("SELECT FROM leads WHERE id IN (SELECT match_id FROM {}) ORDER BY id FOR UPDATE").format(staging)
+        )
         statement, params = _change(config, import_id, staging)
         cur.execute(statement, params)
     # Matched rows that changed nothing (or strategy `skip`) are duplicates of the lead they match.
