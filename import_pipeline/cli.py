@@ -82,6 +82,21 @@ def _print_summary(result: dict) -> None:
         print(f"  error: {result['error']}")
 
 
+def _retry(args: argparse.Namespace) -> int:
+    from import_pipeline.launch import reexecute_from_failure
+
+    bootstrap()
+    try:
+        result = reexecute_from_failure(args.run_id)
+    except ValueError as e:
+        result = {"run_id": args.run_id, "partition_key": None, "status": "failed", "error": str(e)}
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        _print_summary(result)
+    return 0 if result["status"] in ("success", "skipped") else 1
+
+
 def _history(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -122,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--config", help="run config YAML, as in the Launchpad")
     imp.add_argument("--json", action="store_true", help="print one JSON object")
     imp.set_defaults(handler=_import)
+
+    retry = commands.add_parser("retry", help="re-execute a failed import from its failed step")
+    retry.add_argument("run_id")
+    retry.add_argument("--json", action="store_true", help="print one JSON object")
+    retry.set_defaults(handler=_retry)
 
     history = commands.add_parser("history", help="recent imports, newest first")
     history.add_argument("--json", action="store_true")

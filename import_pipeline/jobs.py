@@ -4,7 +4,7 @@ import dagster as dg
 
 from import_pipeline.dedupe import dedupe
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.load import load
+from import_pipeline.load import archive_file, load
 from import_pipeline.parse import parse
 from import_pipeline.validate import validate
 
@@ -16,4 +16,4 @@ def import_leads_job():
     records, parsed = parse()
     valid, rejected, validated = validate(records, parsed)
     leads, duplicates, deduped = dedupe(valid, validated)
-    load(leads, duplicates, rejected, deduped)
+    archive_file(load(leads, duplicates, rejected, deduped))

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import psycopg
 
 from import_pipeline.config import DATABASE_URL_ENV
@@ -54,6 +55,25 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
         return import_summary(instance, run_id)
 
 
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        pid = record.event_log_entry.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def fail_if_process_died(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
+    """Mark a run failed when it claims to be running but its process is gone (killed, machine restarted)."""
+    if run.status not in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING):
+        return run
+    pid = _worker_pid(instance, run.run_id)
+    if pid is None or psutil.pid_exists(pid):
+        return run
+    instance.report_run_failed(run, message=f"the run's process (pid {pid}) is gone: it was killed or crashed")
+    return instance.get_run_by_id(run.run_id)
+
+
 def reexecute_from_failure(run_id: str) -> dict:
     """Re-execute a failed import from its failed step, as the UI's "Re-execute from failure" does.
 
@@ -64,6 +84,9 @@ def reexecute_from_failure(run_id: str) -> dict:
         parent = instance.get_run_by_id(run_id)
         if parent is None:
             raise ValueError(f"no run {run_id}")
+        parent = fail_if_process_died(instance, parent)
+        if parent.status != dg.DagsterRunStatus.FAILURE:
+            raise ValueError(f"run {run_id} is {parent.status.value.lower()}, not failed: nothing to re-execute")
         with dg.execute_job(
             dg.reconstructable(resolved_import_leads_job),
             instance=instance,

@@ -2,10 +2,12 @@
 leads, applies the chosen strategy, stores rejected rows and one history row per source row, and records
 the import, so a file is loaded entirely or not at all, and exactly once."""
 
+import datetime
 import io
 import json
 import random
 import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,7 +17,7 @@ from psycopg import sql
 from import_pipeline.config import LoadConfig
 from import_pipeline.dedupe import DUPLICATE_OF_ROW, EMAIL_KEY, EXTERNAL_KEY, KEY_COLUMNS, PHONE_COMPANY_KEY, SURVIVOR_ROW
 from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
-from import_pipeline.resources import LeadsDatabase
+from import_pipeline.resources import LandingFolder, LeadsDatabase
 from import_pipeline.schema import CANONICAL_FIELDS
 from import_pipeline.validate import NUL_SHOWN_AS
 
@@ -368,7 +370,12 @@ def load_with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, *
     raise AssertionError("unreachable")
 
 
-@dg.op
+TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+# Connection losses and server restarts are retried; the load is one idempotent transaction, so a retry
+# after an unseen commit finds the import recorded and changes nothing.
+@dg.op(retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS))
 def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,
@@ -385,7 +392,17 @@ def load(
     try:
         counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id)
     except CountsDoNotAddUp as e:
-        raise dg.Failure(description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}") from e
+        raise dg.Failure(
+            description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}", allow_retries=False
+        ) from e
+    except TRANSIENT_ERRORS:
+        raise
+    except psycopg.Error as e:
+        # Bad data or a violated constraint will fail the same way every time: say so at once.
+        raise dg.Failure(
+            description=f"{summary['source_file']}: the database refused the load ({type(e).__name__}): {e}",
+            allow_retries=False,
+        ) from e
     seconds = summary["seconds"] | {"load": time.perf_counter() - started}
     result = summary | counts | {"seconds": seconds}
     if "already_imported_as" in counts and counts["already_imported_as"] != summary["partition_key"]:
@@ -408,3 +425,12 @@ def load(
     context.log_event(dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata))
     context.add_output_metadata(metadata)
     return result | {"status": "success"}
+
+
+@dg.op
+def archive_file(context: dg.OpExecutionContext, landing: LandingFolder, result: dict) -> dict:
+    """Move a successfully imported landed file to `processed/YYYY/MM/DD/`; it is never deleted."""
+    moved = landing.archive(Path(result["source_file"]), datetime.date.today())
+    if moved:
+        context.add_output_metadata({"archived_to": dg.MetadataValue.path(str(moved))})
+    return result | {"archived_to": str(moved) if moved else None}

@@ -1,5 +1,6 @@
 """Resources: the leads database (configured or embedded), the landing folder, the parquet IO manager."""
 
+import datetime
 import json
 import warnings
 from collections.abc import Iterator
@@ -88,6 +89,16 @@ class LandingFolder(dg.ConfigurableResource):
     @property
     def quarantine_path(self) -> Path:
         return Path(self.home).resolve() / "quarantine"
+
+    @property
+    def processed_path(self) -> Path:
+        return Path(self.home).resolve() / "processed"
+
+    def archive(self, path: Path, day: datetime.date) -> Path | None:
+        """Move a landed file to `processed/YYYY/MM/DD/`; files from elsewhere stay put."""
+        if not path.resolve().is_relative_to(self.path.resolve()) or not path.exists():
+            return None
+        return move_aside(path, self.processed_path / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
 
     def quarantine(self, path: Path, reason: str) -> Path | None:
         """Move a landed file to quarantine with a `.reason.txt` beside it; files from elsewhere stay put."""

@@ -54,5 +54,5 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
 
     assert retried["status"] == "success", retried["error"]
     assert retried["partition_key"] == first["partition_key"]
-    assert _started_steps(failing.instance, retried["run_id"]) == ["load"]
+    assert _started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
     assert _tables(failing) == _tables(clean)
