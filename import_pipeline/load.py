@@ -397,6 +397,12 @@ def load(
         ) from e
     except TRANSIENT_ERRORS:
         raise
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as e:
+        # Dagster would retry an interrupted step under its retry policy; a terminated run must stop.
+        raise dg.Failure(
+            description=f"{summary['source_file']}: the run was terminated during the load; nothing was committed",
+            allow_retries=False,
+        ) from e
     except psycopg.Error as e:
         # Bad data or a violated constraint will fail the same way every time: say so at once.
         raise dg.Failure(
