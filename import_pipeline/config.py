@@ -13,6 +13,11 @@ DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
 LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"
+UI_URL_ENV = "IMPORT_PIPELINE_UI_URL"
+WEBHOOK_URL_ENV = "IMPORT_PIPELINE_WEBHOOK_URL"
+SMTP_HOST_ENV = "IMPORT_PIPELINE_SMTP_HOST"
+SMTP_PORT_ENV = "IMPORT_PIPELINE_SMTP_PORT"
+SMTP_TO_ENV = "IMPORT_PIPELINE_SMTP_TO"
 
 DEFAULT_HOME = ".import_pipeline"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +36,11 @@ def apply_environment_defaults() -> None:
     os.environ.setdefault(HOME_ENV, str(home_dir()))
     # Empty means: start or reuse the embedded server under the state folder.
     os.environ.setdefault(DATABASE_URL_ENV, "")
+    # Notifications: the log line always; webhook and email only when configured.
+    os.environ.setdefault(UI_URL_ENV, "http://127.0.0.1:3000")
+    for optional in (WEBHOOK_URL_ENV, SMTP_HOST_ENV, SMTP_TO_ENV):
+        os.environ.setdefault(optional, "")
+    os.environ.setdefault(SMTP_PORT_ENV, "25")
 
 
 def landing_dir(home: Path) -> Path:

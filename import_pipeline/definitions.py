@@ -2,20 +2,37 @@
 
 import dagster as dg
 
-from import_pipeline.config import DATABASE_URL_ENV, HOME_ENV, apply_environment_defaults
+from import_pipeline.config import (
+    DATABASE_URL_ENV,
+    HOME_ENV,
+    SMTP_HOST_ENV,
+    SMTP_PORT_ENV,
+    SMTP_TO_ENV,
+    UI_URL_ENV,
+    WEBHOOK_URL_ENV,
+    apply_environment_defaults,
+)
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.resources import LandingFolder, LeadsDatabase, ParquetIOManager
-from import_pipeline.sensors import landing_sensor
+from import_pipeline.notify import Notifier
+from import_pipeline.sensors import import_failed_sensor, import_succeeded_sensor, landing_sensor
 
 apply_environment_defaults()
 
 defs = dg.Definitions(
     jobs=[import_leads_job],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
         "leads_db": LeadsDatabase(url=dg.EnvVar(DATABASE_URL_ENV), home=dg.EnvVar(HOME_ENV)),
         "landing": LandingFolder(home=dg.EnvVar(HOME_ENV)),
         "io_manager": ParquetIOManager(home=dg.EnvVar(HOME_ENV)),
+        "notifier": Notifier(
+            ui_url=dg.EnvVar(UI_URL_ENV),
+            webhook_url=dg.EnvVar(WEBHOOK_URL_ENV),
+            smtp_host=dg.EnvVar(SMTP_HOST_ENV),
+            smtp_port=dg.EnvVar.int(SMTP_PORT_ENV),
+            smtp_to=dg.EnvVar(SMTP_TO_ENV),
+        ),
     },
 )
 

@@ -10,6 +10,8 @@ import dagster as dg
 from import_pipeline.config import SENSOR_INTERVAL_SECONDS
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
+from import_pipeline.history import import_summary
+from import_pipeline.notify import Notifier
 from import_pipeline.resources import LandingFolder
 
 
@@ -104,3 +106,25 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingFolder):
         dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
         cursor=scan.cursor.dump(),
     )
+
+
+def _notify(context: dg.RunStatusSensorContext, notifier: Notifier, event: str) -> None:
+    summary = import_summary(context.instance, context.dagster_run.run_id)
+    outcome = notifier.send(event, summary, context.log)
+    context.log.info(f"{event} notification for run {context.dagster_run.run_id}: {outcome}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[import_leads_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def import_succeeded_sensor(context: dg.RunStatusSensorContext, notifier: Notifier):
+    """Notify that an import committed, with its counts."""
+    _notify(context, notifier, "import succeeded")
+
+
+@dg.run_failure_sensor(monitored_jobs=[import_leads_job], default_status=dg.DefaultSensorStatus.RUNNING)
+def import_failed_sensor(context: dg.RunFailureSensorContext, notifier: Notifier):
+    """Notify that an import failed, with the reason and a link to re-execute it."""
+    _notify(context, notifier, "import failed")
