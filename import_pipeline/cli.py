@@ -16,6 +16,7 @@ from import_pipeline.config import (
     landing_dir,
     process_environment,
 )
+from import_pipeline.history import COUNT_KEYS
 from import_pipeline.resources import embedded_dagster_url, migrate_once, start_embedded_server
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
@@ -73,8 +74,9 @@ def _print_summary(result: dict) -> None:
     print(f"{result['status'].upper()}  {result['partition_key']}  run {result['run_id']}")
     if result.get("rows_read") is not None:
         print(
-            "  read {rows_read}  valid {rows_valid}  rejected {rows_rejected}  duplicates in file {duplicates_in_file}"
-            "  already in database {duplicates_existing}  inserted {inserted}  updated {updated}".format(**result)
+            "  read {rows_read}  rejected {rows_rejected}  duplicates in file {duplicates_in_file}"
+            "  skipped as existing {duplicates_existing}  inserted {inserted}  updated {updated}"
+            "  merged {merged}  created {created}".format(**{k: result.get(k) or 0 for k in COUNT_KEYS})
         )
     if result.get("already_imported_as"):
         print(f"  same bytes as the earlier import {result['already_imported_as']}")

@@ -187,4 +187,5 @@ def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
     assert {k: output[k] for k in HANDMADE_COUNTS} == HANDMADE_COUNTS
     assert pipeline.scalar("SELECT count(*) FROM leads") == 5
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5
+    assert pipeline.scalar("SELECT count(*) FROM lead_history") == 6, "one history row per valid source row, once"
     assert json.loads(json.dumps(pipeline.scalar("SELECT counts FROM imports"))) == HANDMADE_COUNTS
