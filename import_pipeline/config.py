@@ -13,6 +13,9 @@ DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
 LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"
+S3_BUCKET_ENV = "IMPORT_PIPELINE_S3_BUCKET"
+S3_PREFIX_ENV = "IMPORT_PIPELINE_S3_PREFIX"
+S3_ENDPOINT_ENV = "IMPORT_PIPELINE_S3_ENDPOINT_URL"
 UI_URL_ENV = "IMPORT_PIPELINE_UI_URL"
 WEBHOOK_URL_ENV = "IMPORT_PIPELINE_WEBHOOK_URL"
 SMTP_HOST_ENV = "IMPORT_PIPELINE_SMTP_HOST"
@@ -38,7 +41,8 @@ def apply_environment_defaults() -> None:
     os.environ.setdefault(DATABASE_URL_ENV, "")
     # Notifications: the log line always; webhook and email only when configured.
     os.environ.setdefault(UI_URL_ENV, "http://127.0.0.1:3000")
-    for optional in (WEBHOOK_URL_ENV, SMTP_HOST_ENV, SMTP_TO_ENV):
+    # The bucket sensor skips until a bucket is configured; credentials come from boto3's usual chain.
+    for optional in (WEBHOOK_URL_ENV, SMTP_HOST_ENV, SMTP_TO_ENV, S3_BUCKET_ENV, S3_PREFIX_ENV, S3_ENDPOINT_ENV):
         os.environ.setdefault(optional, "")
     os.environ.setdefault(SMTP_PORT_ENV, "25")
 

@@ -5,6 +5,9 @@ import dagster as dg
 from import_pipeline.config import (
     DATABASE_URL_ENV,
     HOME_ENV,
+    S3_BUCKET_ENV,
+    S3_ENDPOINT_ENV,
+    S3_PREFIX_ENV,
     SMTP_HOST_ENV,
     SMTP_PORT_ENV,
     SMTP_TO_ENV,
@@ -13,18 +16,21 @@ from import_pipeline.config import (
     apply_environment_defaults,
 )
 from import_pipeline.jobs import import_leads_job
-from import_pipeline.resources import LandingFolder, LeadsDatabase, ParquetIOManager
+from import_pipeline.resources import BucketStore, LandingFolder, LeadsDatabase, ParquetIOManager
 from import_pipeline.notify import Notifier
-from import_pipeline.sensors import import_failed_sensor, import_succeeded_sensor, landing_sensor
+from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 
 apply_environment_defaults()
 
 defs = dg.Definitions(
     jobs=[import_leads_job],
-    sensors=[landing_sensor, import_succeeded_sensor, import_failed_sensor],
+    sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
         "leads_db": LeadsDatabase(url=dg.EnvVar(DATABASE_URL_ENV), home=dg.EnvVar(HOME_ENV)),
         "landing": LandingFolder(home=dg.EnvVar(HOME_ENV)),
+        "bucket": BucketStore(
+            bucket=dg.EnvVar(S3_BUCKET_ENV), prefix=dg.EnvVar(S3_PREFIX_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)
+        ),
         "io_manager": ParquetIOManager(home=dg.EnvVar(HOME_ENV)),
         "notifier": Notifier(
             ui_url=dg.EnvVar(UI_URL_ENV),

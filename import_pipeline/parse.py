@@ -24,7 +24,7 @@ import polars as pl
 from import_pipeline.config import ParseConfig, dagster_dir
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
-from import_pipeline.resources import LandingFolder
+from import_pipeline.resources import BucketStore, LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS
 
 SOURCE_ROW = "source_row"
@@ -342,9 +342,17 @@ def read_leads(path: Path, config: ParseConfig | None = None, work_dir: Path | N
     return records, columns, raw.details | {"mapping_profile": profile.name if profile else None}
 
 
-def source_file(landing: Path, partition: str, configured_path: str) -> tuple[Path, str]:
-    """The file a partition imports and its full content hash; fails if its bytes changed since it landed."""
-    path = Path(configured_path).resolve() if configured_path else find_landed_file(landing, partition)
+def source_file(
+    landing: Path, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path
+) -> tuple[Path, str]:
+    """The file a partition imports and its full content hash; fails if its bytes changed since it landed.
+
+    Objects from a bucket are streamed to the run's work folder first; their ETag guards against change.
+    """
+    if config.source_path.startswith("s3://"):
+        path = bucket.download(config.source_path, work_dir, config.max_file_mb * _MiB)
+        return path, content_hash(path)
+    path = Path(config.source_path).resolve() if config.source_path else find_landed_file(landing, partition)
     if not path.is_file():
         raise dg.Failure(description=f"{path}: no such file")
     digest = content_hash(path)
@@ -357,11 +365,13 @@ def source_file(landing: Path, partition: str, configured_path: str) -> tuple[Pa
 
 
 @dg.op(out={"records": dg.Out(), "summary": dg.Out()})
-def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingFolder):
+def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingFolder, bucket: BucketStore):
     """Read the partition's file into text columns mapped to the canonical lead fields."""
     started = time.perf_counter()
-    path, digest = source_file(landing.path, context.partition_key, config.source_path)
     work_dir = dagster_dir(Path(landing.home).resolve()) / "storage" / context.run_id / "work"
+    path, digest = source_file(landing.path, bucket, context.partition_key, config, work_dir)
+    # The object's URI, not the temporary local copy, is what history and provenance name.
+    source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
     try:
         records, mapping, details = read_leads(path, config, work_dir)
     except FileRejected as e:
@@ -375,7 +385,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
         shutil.rmtree(work_dir, ignore_errors=True)
     summary = {
         "partition_key": context.partition_key,
-        "source_file": str(path),
+        "source_file": source,
         "content_hash": digest,
         "mapping": mapping,
         "rows_read": records.height,
@@ -384,7 +394,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
     context.add_output_metadata(
         {
             "rows_read": records.height,
-            "source_file": dg.MetadataValue.path(str(path)),
+            "source_file": dg.MetadataValue.path(source),
             "content_hash": digest,
             "column_mapping": dg.MetadataValue.json(mapping),
             "file": dg.MetadataValue.json(details),

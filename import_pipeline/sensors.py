@@ -7,12 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.config import SENSOR_INTERVAL_SECONDS
+from import_pipeline.config import IN_PROGRESS_SUFFIXES, SENSOR_INTERVAL_SECONDS
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
 from import_pipeline.history import import_summary
 from import_pipeline.notify import Notifier
-from import_pipeline.resources import LandingFolder
+from import_pipeline.resources import BucketStore, LandingFolder
 
 
 @dataclass
@@ -105,6 +105,54 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingFolder):
         run_requests=requests,
         dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
         cursor=scan.cursor.dump(),
+    )
+
+
+BUCKET_PAGE = 100
+
+
+@dg.sensor(job=import_leads_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
+    """Add a partition and request a run for every new object, or new version of one, in the bucket.
+
+    The cursor is the last key listed: each tick continues the listing where the previous one stopped,
+    and starts a new pass over the bucket once the end is reached.
+    """
+    if not bucket.bucket:
+        return dg.SkipReason("no bucket configured (set IMPORT_PIPELINE_S3_BUCKET)")
+    known = set(context.instance.get_dynamic_partitions(landed_files_partitions_def.name))
+    start_after, listed, requests = context.cursor or "", 0, []
+    while listed < bucket.max_objects_per_tick:
+        wanted = min(BUCKET_PAGE, bucket.max_objects_per_tick - listed)
+        objects = bucket.list_page(start_after, wanted)
+        for obj in objects:
+            listed += 1
+            start_after = obj["Key"]
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if not name or name.startswith(".") or name.lower().endswith(IN_PROGRESS_SUFFIXES):
+                continue
+            etag = obj["ETag"].strip('"')
+            key = partition_key(f"{bucket.bucket}/{obj['Key']}", etag)
+            if key in known:
+                continue
+            known.add(key)
+            requests.append(
+                dg.RunRequest(
+                    run_key=key,
+                    partition_key=key,
+                    run_config={"ops": {"parse": {"config": {"source_path": f"s3://{bucket.bucket}/{obj['Key']}#{etag}"}}}},
+                    tags={"import_pipeline/source_file": f"s3://{bucket.bucket}/{obj['Key']}"},
+                )
+            )
+        if len(objects) < wanted:
+            start_after = ""  # the end of the bucket: the next tick starts a new pass
+            break
+    if not requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"no new objects among {listed} listed"), cursor=start_after)
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
+        cursor=start_after,
     )
 
 

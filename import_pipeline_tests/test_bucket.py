@@ -1,0 +1,101 @@
+"""The bucket sensor and S3 imports against a real S3-protocol server (moto's server mode) on 127.0.0.1."""
+
+from collections.abc import Iterator
+
+import boto3
+import dagster as dg
+import pytest
+from moto.server import ThreadedMotoServer
+
+from import_pipeline.definitions import defs, resolved_import_leads_job
+from import_pipeline.history import import_summary
+from import_pipeline.landing import landed_files_partitions_def
+from import_pipeline.resources import BucketStore
+from import_pipeline.sensors import bucket_sensor
+from import_pipeline_tests.test_import_job import HANDMADE
+
+
+@pytest.fixture
+def s3(monkeypatch) -> Iterator[BucketStore]:
+    """A fresh bucket `drops` on a local S3 server, and the environment that points the pipeline at it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+        "IMPORT_PIPELINE_S3_BUCKET": "drops", "IMPORT_PIPELINE_S3_ENDPOINT_URL": endpoint, "IMPORT_PIPELINE_S3_PREFIX": "in/",
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="drops")
+    yield BucketStore(bucket="drops", prefix="in/", endpoint_url=endpoint)
+    server.stop()
+
+
+def _tick(pipeline, bucket: BucketStore, cursor: str | None):
+    context = dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"bucket": bucket})
+    result = bucket_sensor(context)
+    for add in result.dynamic_partitions_requests or []:
+        pipeline.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+    return result
+
+
+def test_bucket_sensor_pages_caps_and_keys_on_etag(pipeline, s3):
+    client = s3.client()
+    for i in range(5):
+        client.put_object(Bucket="drops", Key=f"in/leads{i}.csv", Body=f"Company,Email\nC{i},c{i}@x.com\n".encode())
+    client.put_object(Bucket="drops", Key="in/upload.csv.part", Body=b"partial")
+    client.put_object(Bucket="drops", Key="elsewhere/other.csv", Body=b"Company\nX\n")
+    capped = s3.model_copy(update={"max_objects_per_tick": 2})
+
+    seen, cursor = [], None
+    for _ in range(4):
+        result = _tick(pipeline, capped, cursor)
+        cursor = result.cursor
+        seen += [r.tags["import_pipeline/source_file"] for r in result.run_requests or []]
+
+    assert seen == [f"s3://drops/in/leads{i}.csv" for i in range(5)], "two per tick, in key order, the .part file never"
+    assert len(pipeline.instance.get_dynamic_partitions(landed_files_partitions_def.name)) == 5
+    client.put_object(Bucket="drops", Key="in/leads0.csv", Body=b"Company,Email\nC0,c0@x.com\n")  # same bytes again
+    client.put_object(Bucket="drops", Key="in/leads1.csv", Body=b"Company,Email\nChanged,c1@x.com\n")
+    again = _tick(pipeline, s3, "")
+    assert [r.tags["import_pipeline/source_file"] for r in again.run_requests] == ["s3://drops/in/leads1.csv"]
+
+
+def test_bucket_import_streams_the_object_and_records_its_uri(pipeline, s3):
+    s3.client().put_object(Bucket="drops", Key="in/handmade.csv", Body=HANDMADE.encode())
+    request = _tick(pipeline, s3, None).run_requests[0]
+
+    with dg.execute_job(
+        dg.reconstructable(resolved_import_leads_job),
+        instance=pipeline.instance,
+        run_config=request.run_config,
+        tags={"dagster/partition": request.partition_key},
+    ) as result:
+        assert result.success
+        summary = import_summary(pipeline.instance, result.run_id)
+
+    assert (summary["inserted"], summary["rows_rejected"]) == (5, 5)
+    assert summary["source_file"] == "s3://drops/in/handmade.csv"
+    assert pipeline.scalar("SELECT DISTINCT source_file FROM leads") == "s3://drops/in/handmade.csv"
+    work = pipeline.home / "dagster" / "storage" / result.run_id / "work"
+    assert not work.exists(), "the local copy is removed after parsing"
+
+
+def test_bucket_import_refuses_an_object_changed_since_listing(pipeline, s3):
+    client = s3.client()
+    client.put_object(Bucket="drops", Key="in/handmade.csv", Body=HANDMADE.encode())
+    request = _tick(pipeline, s3, None).run_requests[0]
+    client.put_object(Bucket="drops", Key="in/handmade.csv", Body=HANDMADE.replace("Acme", "Other").encode())
+
+    with dg.execute_job(
+        dg.reconstructable(resolved_import_leads_job),
+        instance=pipeline.instance,
+        run_config=request.run_config,
+        tags={"dagster/partition": request.partition_key},
+    ) as result:
+        summary = import_summary(pipeline.instance, result.run_id)
+
+    assert summary["status"] == "failed"
+    assert "s3://drops/in/handmade.csv#" in summary["error"] and "cannot be read from the bucket" in summary["error"]
+    assert "PreconditionFailed" in summary["error"]
