@@ -40,16 +40,34 @@ class ConcurrentInsert(Exception):
     """Another import inserted a lead this one was about to insert; the whole load is retried."""
 
 
-def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame) -> int:
+class Progress:
+    """Logs rows done, rows/s and the time left, at most every `every` seconds."""
+
+    def __init__(self, log, what: str, total: int, every: float = 5.0):
+        self.log, self.what, self.total, self.every = log, what, total, every
+        self.started = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.log is None or now - self.last < self.every or done >= self.total:
+            return
+        self.last = now
+        rate = done / (now - self.started)
+        self.log.info(f"{self.what}: {done:,} of {self.total:,} rows, {rate:,.0f} rows/s, about {(self.total - done) / rate:,.0f} s left")
+
+
+def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, log=None) -> int:
     """COPY a frame's columns into `table` as CSV, slice by slice; returns the rows the server took."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         table, sql.SQL(", ").join(map(sql.Identifier, frame.columns))
     )
+    progress = Progress(log, f"copying into {table.as_string(cur)}", frame.height)
     with cur.copy(statement) as copy:
-        for part in frame.iter_slices(COPY_SLICE_ROWS):
+        for done, part in enumerate(frame.iter_slices(COPY_SLICE_ROWS), start=1):
             buffer = io.BytesIO()
             part.write_csv(buffer, include_header=False)
             copy.write(buffer.getbuffer())
+            progress.update(min(done * COPY_SLICE_ROWS, frame.height))
     return cur.rowcount
 
 
@@ -288,6 +306,7 @@ def load_import(
     summary: dict,
     config: LoadConfig,
     run_id: str,
+    log=None,
 ) -> dict:
     """Load one file in one transaction; returns its counts.
 
@@ -314,7 +333,7 @@ def load_import(
             ) ON COMMIT DROP
             """
         )
-        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.owner_column))
+        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.owner_column), log)
         copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
         _match_existing(cur, staging, summary["match_keys"], summary["keep"])
         _apply(cur, staging, config, import_id, summary["source_file"])
@@ -360,7 +379,7 @@ def load_with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, *
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with leads_db.connect() as conn:
             try:
-                return load_import(conn, *args)
+                return load_import(conn, *args, log=context.log)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, ConcurrentInsert) as e:
                 if attempt == MAX_ATTEMPTS:
                     raise

@@ -9,7 +9,7 @@ import pytest
 
 from import_pipeline.dedupe import drop_in_file_duplicates, email_key, with_keys
 from import_pipeline.landing import partition_key
-from import_pipeline.load import CountsDoNotAddUp, check_conservation
+from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import read_leads
 from import_pipeline.schema import MIGRATIONS, migrate
@@ -119,3 +119,22 @@ def test_migrate_twice_applies_each_version_once(pipeline):
         assert migrate(conn) == []
         versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
     assert [v for (v,) in versions] == [v for v, _, _ in MIGRATIONS]
+
+
+def test_progress_reports_rows_rate_and_time_left_but_not_when_done():
+    messages = []
+
+    class Log:
+        def info(self, message):
+            messages.append(message)
+
+    progress = Progress(Log(), "copying into staging", 1000, every=0.0)
+    time.sleep(0.01)
+    progress.update(250)
+    progress.update(1000)
+    quiet = Progress(Log(), "copying", 1000, every=3600.0)
+    quiet.update(500)
+
+    assert len(messages) == 1
+    assert messages[0].startswith("copying into staging: 250 of 1,000 rows, ")
+    assert messages[0].endswith(" s left") and " rows/s, about " in messages[0]
