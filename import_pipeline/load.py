@@ -71,7 +71,7 @@ def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, 
     return cur.rowcount
 
 
-def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], owner_column: str) -> pl.DataFrame:
+def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owner_column: str) -> pl.DataFrame:
     """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
     extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
     extra = (
@@ -83,7 +83,7 @@ def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], owner_column: str
         else pl.lit(None, pl.String)
     )
     phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
-    owner = pl.col(mapping[owner_column]) if owner_column in mapping else pl.lit(None, pl.String)
+    owner = pl.col(mapping[owner_column]) if assign == "by_column" and owner_column in mapping else pl.lit(None, pl.String)
     return leads.select(
         SOURCE_ROW, *CANONICAL_FIELDS, phone.alias(PHONE_E164), extra.alias(EXTRA),
         EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, owner.alias(OWNER),
@@ -157,8 +157,8 @@ def _match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str
 def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, new_rows: sql.Composable) -> None:
     """Set the owner of the rows about to become leads."""
     if config.assign == "none":
-        cur.execute(sql.SQL("UPDATE {} SET owner = NULL").format(staging))
-    elif config.assign == "single":
+        return  # staged owners are only filled for `by_column`
+    if config.assign == "single":
         cur.execute(sql.SQL("UPDATE {} SET owner = %s").format(staging), (config.owners[0],))
     elif config.assign == "by_column":
         fallback = config.owners[0] if config.owners else None
@@ -333,7 +333,7 @@ def load_import(
             ) ON COMMIT DROP
             """
         )
-        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.owner_column), log)
+        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.assign, config.owner_column), log)
         copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
         _match_existing(cur, staging, summary["match_keys"], summary["keep"])
         _apply(cur, staging, config, import_id, summary["source_file"])
