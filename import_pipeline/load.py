@@ -120,20 +120,22 @@ def _match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str
 
     Two rows matching one lead keep only one (`keep`); the others become in-file duplicates.
     """
-    for key in (sql.Identifier(KEY_COLUMNS[k]) for k in keys):
+    for name in keys:
+        key = sql.Identifier(KEY_COLUMNS[name])
+        # Email is unique among live leads; the weaker keys may match several, and the oldest wins.
+        candidates = sql.SQL(
+            "leads" if name == "email" else "(SELECT DISTINCT ON ({key}) * FROM leads "
+            "WHERE {key} IN (SELECT {key} FROM {staging}) AND deleted_at IS NULL AND duplicate_of IS NULL "
+            "ORDER BY {key}, id)"
+        ).format(key=key, staging=staging)
         cur.execute(
             sql.SQL(
                 """
-                UPDATE {staging} s SET match_id = m.id
-                FROM (
-                    SELECT DISTINCT ON (l.{key}) l.{key}, l.id FROM leads l
-                    WHERE l.{key} IN (SELECT {key} FROM {staging} WHERE match_id IS NULL)
-                      AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
-                    ORDER BY l.{key}, l.id
-                ) m
-                WHERE s.match_id IS NULL AND s.{key} = m.{key}
+                UPDATE {staging} s SET match_id = l.id
+                FROM {candidates} l
+                WHERE s.match_id IS NULL AND l.{key} = s.{key} AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
                 """
-            ).format(staging=staging, key=key)
+            ).format(staging=staging, candidates=candidates, key=key)
         )
     order = sql.SQL("ASC" if keep == "first" else "DESC")
     cur.execute(
@@ -334,6 +336,8 @@ def load_import(
             """
         )
         copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.assign, config.owner_column), log)
+        # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
+        cur.execute(sql.SQL("ANALYZE {}").format(staging))
         copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
         _match_existing(cur, staging, summary["match_keys"], summary["keep"])
         _apply(cur, staging, config, import_id, summary["source_file"])
