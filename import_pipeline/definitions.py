@@ -16,13 +16,24 @@ from import_pipeline.config import (
     apply_environment_defaults,
 )
 from import_pipeline.jobs import import_leads_job
+from import_pipeline.landing import landed_files_partitions_def
+from import_pipeline.load import LEADS_ASSET
 from import_pipeline.resources import BucketStore, LandingFolder, LeadsDatabase, ParquetIOManager
 from import_pipeline.notify import Notifier
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 
 apply_environment_defaults()
 
+# The import job materializes `leads` one partition (one landed file) at a time; declaring the asset
+# gives the catalog its description and partitions view.
+leads_asset = dg.AssetSpec(
+    LEADS_ASSET,
+    partitions_def=landed_files_partitions_def,
+    description="Deduplicated leads in PostgreSQL (table `leads`); one partition per imported file.",
+)
+
 defs = dg.Definitions(
+    assets=[leads_asset],
     jobs=[import_leads_job],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
