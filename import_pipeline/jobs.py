@@ -10,7 +10,11 @@ from import_pipeline.validate import validate
 
 
 # In-process: the multiprocess executor spends about 2.5 s starting each step on two cores.
-@dg.job(partitions_def=landed_files_partitions_def, executor_def=dg.in_process_executor)
+@dg.job(
+    partitions_def=landed_files_partitions_def,
+    executor_def=dg.in_process_executor,
+    tags={"import_pipeline/target": "leads"},
+)
 def import_leads_job():
     """Import one landed file of leads."""
     records, parsed = parse()

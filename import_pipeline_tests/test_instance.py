@@ -13,4 +13,16 @@ def test_instance_dagster_yaml_settings(pipeline):
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert instance.run_retries_retry_on_asset_or_op_failure is False
     # The queue daemon reads the `concurrency:` block through get_concurrency_config, not the coordinator.
-    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+    queue = instance.get_concurrency_config().run_queue_config
+    assert queue.max_concurrent_runs == 4
+    assert [(t["key"], t["value"], t["limit"]) for t in queue.tag_concurrency_limits] == [
+        ("import_pipeline/target", "leads", 3)
+    ]
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+
+
+def test_instance_imports_carry_the_queue_tag_and_the_load_pool():
+    from import_pipeline.jobs import import_leads_job
+
+    assert import_leads_job.tags["import_pipeline/target"] == "leads"
+    assert import_leads_job.graph.node_named("load").definition.pool == "leads_db"
