@@ -7,7 +7,7 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
-from import_pipeline.parse import SOURCE_ROW
+from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
 
 # Syntax only: one @, no whitespace, a dot in the domain. Deliverability is not our business.
@@ -74,20 +74,29 @@ def _problem(column: pl.Expr, check: pl.Expr) -> pl.Expr:
 
 def split_valid(records: pl.DataFrame, mapping: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid records, rejected rows) where rejected rows carry their raw values and every reason as JSON."""
+    shape_problems = (
+        records.with_row_index("index")
+        .filter(pl.col(ROW_PROBLEM).is_not_null())
+        .select("index", pl.lit(None, pl.String).alias("column"), pl.col(ROW_PROBLEM).alias("problem"))
+        if ROW_PROBLEM in records.columns
+        else pl.DataFrame(schema={"index": pl.UInt32, "column": pl.String, "problem": pl.String})
+    )
+    records = records.drop(ROW_PROBLEM, strict=False)
     try:
         LeadModel.validate(records, lazy=True)
-        return records, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "raw_values": pl.String, "reasons": pl.String})
+        failures = pl.DataFrame(schema={"index": pl.Int32, "column": pl.String, "check": pl.String})
     except pa.errors.SchemaErrors as e:
         failures = e.failure_cases
+    if failures.height == 0 and shape_problems.height == 0:
+        return records, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "raw_values": pl.String, "reasons": pl.String})
+    checks = failures.filter(pl.col("index").is_not_null()).select(
+        pl.col("index").cast(pl.UInt32),
+        pl.when(pl.col("column").is_in(CANONICAL_FIELDS)).then(pl.col("column")).alias("column"),
+        _problem(pl.col("column"), pl.col("check")).alias("problem"),
+    )
     reasons = (
-        failures.filter(pl.col("index").is_not_null())
-        .select(
-            pl.col("index").cast(pl.UInt32),
-            pl.struct(
-                pl.when(pl.col("column").is_in(CANONICAL_FIELDS)).then(pl.col("column")).alias("column"),
-                _problem(pl.col("column"), pl.col("check")).alias("problem"),
-            ).alias("reason"),
-        )
+        pl.concat([shape_problems.with_columns(pl.col("index").cast(pl.UInt32)), checks])
+        .select("index", pl.struct("column", "problem").alias("reason"))
         .group_by("index")
         .agg(pl.col("reason").sort_by(pl.col("reason").struct.field("column")))
         .select("index", pl.col("reason").list.eval(pl.element().struct.json_encode()).list.join(",").alias("reasons"))

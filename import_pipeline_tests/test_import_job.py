@@ -189,3 +189,24 @@ def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5
     assert pipeline.scalar("SELECT count(*) FROM lead_history") == 6, "one history row per valid source row, once"
     assert json.loads(json.dumps(pipeline.scalar("SELECT counts FROM imports"))) == HANDMADE_COUNTS
+
+
+def test_import_job_rows_with_too_many_or_too_few_fields_are_rejected(pipeline, tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(
+        "Company,Email,Phone\n"
+        "Acme,ann@acme.com,01\n"  # 2 fine
+        "Beta,bob@beta.com,02,extra\n"  # 3 one field too many
+        "Gamma,gus@gamma.com\n"  # 4 one field too few
+        "Delta,dan@delta.com,04\n"  # 5 fine
+    )
+
+    result = import_file(path)
+
+    assert result["status"] == "success", result["error"]
+    assert (result["rows_read"], result["inserted"], result["rows_rejected"]) == (4, 2, 2)
+    assert pipeline.query("SELECT source_row, reasons FROM rejected_rows ORDER BY source_row") == [
+        (3, [{"column": None, "problem": "row has 4 fields, the header has 3"}]),
+        (4, [{"column": None, "problem": "row has 2 fields, the header has 3"}]),
+    ]
+    assert [r for (r,) in pipeline.query("SELECT source_row FROM leads ORDER BY 1")] == [2, 5]
