@@ -105,6 +105,17 @@ class MatchKey(str, Enum):
     phone_company = "phone_company"
 
 
+class ValidateConfig(dg.Config):
+    """How strict an import is about invalid rows."""
+
+    mode: Literal["lenient", "strict"] = Field(
+        default="lenient", description="lenient: invalid rows are set aside; strict: any invalid row fails the import."
+    )
+    max_error_rate: float = Field(
+        default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
+    )
+
+
 class DedupeConfig(dg.Config):
     """How rows are matched to each other and to existing leads."""
 

@@ -91,6 +91,10 @@ class LandingFolder(dg.ConfigurableResource):
         return Path(self.home).resolve() / "quarantine"
 
     @property
+    def reports_path(self) -> Path:
+        return Path(self.home).resolve() / "reports"
+
+    @property
     def processed_path(self) -> Path:
         return Path(self.home).resolve() / "processed"
 

@@ -1,13 +1,17 @@
 """Validate: a pandera model of a lead; rows that fail it are set aside with every reason, in plain words."""
 
 import time
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
+from import_pipeline.config import ValidateConfig
 from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
+from import_pipeline.report import top_reasons, top_reasons_markdown, write_reject_report
+from import_pipeline.resources import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
 
 # Syntax only: one @, no whitespace, a dot in the domain. Deliverability is not our business.
@@ -121,15 +125,38 @@ def split_valid(records: pl.DataFrame, mapping: dict[str, str]) -> tuple[pl.Data
     return valid, rejected
 
 
+def _too_many_invalid(name: str, rejected: pl.DataFrame, rows: int, config: ValidateConfig) -> str | None:
+    """Why the whole import must stop, or None."""
+    counts = "; ".join(f"{problem}: {n:,}" for problem, n in top_reasons(rejected).iter_rows())
+    if config.mode == "strict" and rejected.height:
+        return f"{name}: strict mode and {rejected.height:,} of {rows:,} rows are invalid: {counts}"
+    rate = rejected.height / rows if rows else 0.0
+    if rate > config.max_error_rate:
+        return (
+            f"{name}: {rejected.height:,} of {rows:,} rows are invalid ({rate:.1%} > {config.max_error_rate:.1%} allowed): "
+            f"{counts}"
+        )
+    return None
+
+
 @dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
-def validate(context: dg.OpExecutionContext, records: pl.DataFrame, summary: dict):
-    """Split records into valid leads and rejected rows; invalid rows never stop the import."""
+def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: pl.DataFrame, summary: dict):
+    """Split records into valid leads and rejected rows, with a report of every rejected row."""
     started = time.perf_counter()
     valid, rejected = split_valid(records, summary["mapping"])
+    metadata = {"rows_rejected": rejected.height}
+    if rejected.height:
+        report = write_reject_report(
+            rejected, list(summary["mapping"]), landing.reports_path / f"{summary['partition_key']}.rejects.csv"
+        )
+        metadata |= {"reject_report": dg.MetadataValue.path(str(report)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(rejected))}
+    stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, summary["rows_read"], config)
+    if stop:
+        raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
     summary = summary | {"rows_valid": valid.height, "rows_rejected": rejected.height}
     summary["seconds"] = summary["seconds"] | {"validate": time.perf_counter() - started}
     context.add_output_metadata({"rows_valid": valid.height}, output_name="valid")
-    context.add_output_metadata({"rows_rejected": rejected.height}, output_name="rejected")
+    context.add_output_metadata(metadata, output_name="rejected")
     yield dg.Output(valid, "valid")
     yield dg.Output(rejected, "rejected")
     yield dg.Output(summary, "summary")

@@ -17,7 +17,7 @@ import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.resources import migrate_once
-from import_pipeline_tests.test_import_job import HANDMADE
+from import_pipeline_tests.test_import_job import FILLER, HANDMADE
 from import_pipeline_tests.test_reexecution import _tables
 
 BLOCKED_AT = {
@@ -104,7 +104,7 @@ def test_faults_interrupted_run_leaves_nothing_and_can_run_again(pipeline, tmp_p
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM pg_class WHERE relname LIKE %s", ("staging_%",)) == 0
     again = import_file(path)
-    assert again["status"] == "success" and again["inserted"] == 5
+    assert again["status"] == "success" and again["inserted"] == 5 + FILLER
 
 
 def test_faults_server_restart_mid_load_is_retried(pipeline, tmp_path, monkeypatch, request):
@@ -129,11 +129,11 @@ def test_faults_server_restart_mid_load_is_retried(pipeline, tmp_path, monkeypat
     result = json.loads(process.communicate(timeout=300)[0])
 
     assert result["status"] == "success", result["error"]
-    assert result["inserted"] == 5
+    assert result["inserted"] == 5 + FILLER
     retries = pipeline.instance.get_records_for_run(result["run_id"], of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
     assert len(retries.records) >= 1
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
 
 
 def test_faults_permanent_error_fails_fast_with_a_clear_message(pipeline, tmp_path):
@@ -160,7 +160,7 @@ def test_faults_crash_after_commit_before_move_is_not_loaded_twice(pipeline, tmp
 
     assert first["status"] == "failed"
     assert path.exists(), "a failed run leaves the file where a retry finds it"
-    assert pipeline.scalar("SELECT count(*) FROM leads") == 5
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 5 + FILLER
     history_rows = pipeline.scalar("SELECT count(*) FROM lead_history")
 
     again = import_file(path)
@@ -172,7 +172,7 @@ def test_faults_crash_after_commit_before_move_is_not_loaded_twice(pipeline, tmp
     assert result["status"] == "success", result["error"]
     assert not path.exists()
     assert len(list((pipeline.home / "processed").rglob("handmade.csv"))) == 1
-    assert pipeline.scalar("SELECT count(*) FROM leads") == 5
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 5 + FILLER
     assert pipeline.scalar("SELECT count(*) FROM lead_history") == history_rows
 
 
@@ -196,6 +196,6 @@ def test_faults_corrupted_count_fails_the_run_and_loads_nothing(pipeline, tmp_pa
     result = json.loads(retry.communicate(timeout=300)[0])
 
     assert result["status"] == "failed"
-    assert "counts do not add up, nothing was loaded: rows_read=12 but" in result["error"]
+    assert f"counts do not add up, nothing was loaded: rows_read={12 + FILLER} but" in result["error"]
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0

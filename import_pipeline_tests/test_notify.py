@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from import_pipeline.launch import import_file
 from import_pipeline.notify import Notifier
 from import_pipeline.sensors import import_failed_sensor, import_succeeded_sensor
-from import_pipeline_tests.test_import_job import HANDMADE
+from import_pipeline_tests.test_import_job import FILLER, HANDMADE
 
 
 @pytest.fixture
@@ -86,11 +86,11 @@ def test_notify_success_reaches_webhook_and_email(pipeline, tmp_path, webhook, m
     assert len(received) == 1, "the webhook answered 503 once and was retried"
     body = received[0]
     assert body["event"] == "import succeeded"
-    assert (body["run_id"], body["status"], body["inserted"], body["rows_rejected"]) == (run.run_id, "success", 5, 5)
+    assert (body["run_id"], body["status"], body["inserted"], body["rows_rejected"]) == (run.run_id, "success", 5 + FILLER, 5)
     assert body["link"] == f"http://127.0.0.1:3000/runs/{run.run_id}"
     assert len(messages) == 1
     assert f"Subject: [import-pipeline] import succeeded: {result['partition_key']}" in messages[0]
-    assert "inserted: 5" in messages[0]
+    assert f"inserted: {5 + FILLER}" in messages[0]
 
 
 def test_notify_failure_carries_the_error(pipeline, tmp_path, webhook):

@@ -1,0 +1,48 @@
+"""Reject report: one CSV per import with every rejected row and reason, safe to open in a spreadsheet."""
+
+from pathlib import Path
+
+import polars as pl
+
+from import_pipeline.parse import SOURCE_ROW
+
+REASON = pl.Struct({"column": pl.String, "problem": pl.String})
+# Spreadsheets run a cell starting with one of these as a formula.
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def reasons_by_line(rejected: pl.DataFrame) -> pl.DataFrame:
+    """One row per (line, reason): `line`, `column`, `problem`."""
+    return (
+        rejected.select(pl.col(SOURCE_ROW).alias("line"), pl.col("reasons").str.json_decode(pl.List(REASON)))
+        .explode("reasons")
+        .unnest("reasons")
+    )
+
+
+def top_reasons(rejected: pl.DataFrame, limit: int = 10) -> pl.DataFrame:
+    """The most frequent problems with their counts."""
+    return reasons_by_line(rejected).group_by("problem").len("rows").sort(["rows", "problem"], descending=[True, False]).head(limit)
+
+
+def top_reasons_markdown(rejected: pl.DataFrame) -> str:
+    """`top_reasons` as a markdown table for run metadata."""
+    lines = ["| problem | rows |", "| --- | ---: |"]
+    lines += [f"| {problem} | {rows:,} |" for problem, rows in top_reasons(rejected).iter_rows()]
+    return "\n".join(lines)
+
+
+def neutralise(value: pl.Expr) -> pl.Expr:
+    """Prefix a quote to cells a spreadsheet would run as a formula."""
+    return pl.when(value.str.contains(FORMULA_START)).then(pl.lit("'") + value).otherwise(value)
+
+
+def write_reject_report(rejected: pl.DataFrame, headers: list[str], path: Path) -> Path:
+    """`line, column, problem` and then the row's raw values under the user's own headers."""
+    raw_type = pl.Struct({h: pl.String for h in headers})
+    raw = rejected.select(pl.col(SOURCE_ROW).alias("line"), pl.col("raw_values").str.json_decode(raw_type).alias("raw")).unnest("raw")
+    report = reasons_by_line(rejected).join(raw, on="line", how="left").sort("line", maintain_order=True)
+    report = report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.write_csv(path)
+    return path
