@@ -114,6 +114,7 @@ class ValidateConfig(dg.Config):
     max_error_rate: float = Field(
         default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
     )
+    phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")
 
 
 class DedupeConfig(dg.Config):

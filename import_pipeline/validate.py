@@ -6,7 +6,9 @@ from typing import Optional
 
 import dagster as dg
 import pandera.polars as pa
+import phonenumbers
 import polars as pl
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from import_pipeline.config import ValidateConfig
 from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
@@ -14,11 +16,54 @@ from import_pipeline.report import top_reasons, top_reasons_markdown, write_reje
 from import_pipeline.resources import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
 
-# Syntax only: one @, no whitespace, a dot in the domain. Deliverability is not our business.
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# Plain ASCII addresses that email-validator certainly accepts; anything else is asked of the library.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+FAST_EMAIL = rf"^{_ATOM}(\.{_ATOM})*@([A-Za-z0-9]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}}$"
 CONTACT_FIELDS = ("email", "phone", "external_id")
 _DEFAULT_LENGTH_FIELDS = tuple(f for f in CANONICAL_FIELDS if MAX_LENGTH[f] == DEFAULT_MAX_LENGTH)
 NUL_SHOWN_AS = "\u2400"  # PostgreSQL text and jsonb cannot hold NUL, so rejects show it as ␀
+
+
+def _fast_email(email: pl.Expr) -> pl.Expr:
+    tld = email.str.extract(r"\.([A-Za-z]+)$").str.to_lowercase()
+    return email.str.contains(FAST_EMAIL) & email.str.len_bytes().le(254) & ~tld.is_in(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _library_accepts(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def valid_email(frame: pl.LazyFrame, email: pl.Expr) -> pl.Expr:
+    """Email syntax as email-validator judges it (no deliverability); the library sees each odd value once."""
+    odd = frame.select(email.filter(email.is_not_null() & ~_fast_email(email)).unique()).collect().to_series()
+    accepted = [address for address in odd.to_list() if _library_accepts(address)]
+    return email.is_null() | _fast_email(email) | email.is_in(pl.Series(accepted, dtype=pl.String).implode())
+
+
+def normalized_phone(phone: pl.Expr, frame: pl.DataFrame, region: str) -> pl.Expr:
+    """E.164 for phones that phonenumbers finds valid (default region for local numbers), else null."""
+    distinct = frame.select(phone.drop_nulls().unique()).to_series().to_list()
+    e164 = {}
+    for raw in distinct:
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            e164[raw] = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phone.replace_strict(e164, default=None, return_dtype=pl.String)
+
+
+def bare_host_url(website: pl.Expr) -> pl.Expr:
+    """`https://www.Acme.com/about?x` -> `https://www.acme.com`; no scheme means https; no host means null."""
+    parts = website.str.strip_chars().str.extract_groups(r"^(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#:\s@]+\.[^/?#:\s@]+)(:\d+)?")
+    scheme = parts.struct.field("1").str.to_lowercase().fill_null("https")
+    host = parts.struct.field("2").str.to_lowercase()
+    return pl.when(host.is_not_null()).then(pl.concat_str(scheme, pl.lit("://"), host, parts.struct.field("3").fill_null("")))
 
 
 def _longer_than(data: pa.PolarsData, limit: int) -> pl.LazyFrame:
@@ -44,7 +89,7 @@ class LeadModel(pa.DataFrameModel):
 
     @pa.check("email", name="email_syntax", error="is not a valid email address")
     def email_syntax(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).is_null() | pl.col(data.key).str.contains(EMAIL_PATTERN))
+        return data.lazyframe.select(valid_email(data.lazyframe, pl.col(data.key)))
 
     @pa.check(*_DEFAULT_LENGTH_FIELDS, name="max_length", error=f"is longer than {DEFAULT_MAX_LENGTH} characters")
     def default_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -153,6 +198,10 @@ def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: La
     stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, summary["rows_read"], config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
+    valid = valid.with_columns(
+        normalized_phone(pl.col("phone"), valid, config.phone_region).alias("phone_e164"),
+        bare_host_url(pl.col("company_website")).alias("company_website"),
+    )
     summary = summary | {"rows_valid": valid.height, "rows_rejected": rejected.height}
     summary["seconds"] = summary["seconds"] | {"validate": time.perf_counter() - started}
     context.add_output_metadata({"rows_valid": valid.height}, output_name="valid")

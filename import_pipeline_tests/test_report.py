@@ -66,3 +66,16 @@ def test_report_error_rate_above_the_limit_fails_and_says_which_checks(pipeline,
         "email is not a valid email address: 1; nothing was loaded"
     )
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
+
+
+def test_report_phone_and_website_are_normalized_in_leads(pipeline, tmp_path):
+    path = tmp_path / "contacts.csv"
+    path.write_text("Company,Phone,Website\nAcme,01 23 45 67 89,https://www.Acme.fr/contact\nBeta,not a phone,beta.io\n")
+
+    result = import_file(path, {"ops": {"validate": {"config": {"phone_region": "FR"}}}})
+
+    assert result["status"] == "success", result["error"]
+    assert pipeline.query("SELECT company_name, phone, phone_e164, company_website FROM leads ORDER BY source_row") == [
+        ("Acme", "01 23 45 67 89", "+33123456789", "https://www.acme.fr"),
+        ("Beta", "not a phone", None, "https://beta.io"),
+    ]

@@ -14,6 +14,7 @@ from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import read_leads
 from import_pipeline.schema import MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
+from import_pipeline.validate import bare_host_url, normalized_phone, valid_email
 
 
 @pytest.mark.parametrize(
@@ -138,3 +139,38 @@ def test_progress_reports_rows_rate_and_time_left_but_not_when_done():
     assert len(messages) == 1
     assert messages[0].startswith("copying into staging: 250 of 1,000 rows, ")
     assert messages[0].endswith(" s left") and " rows/s, about " in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("email", "valid"),
+    [
+        ("ann@acme.com", True),
+        ("jose@exämple.com", True),  # internationalised domain
+        ("o'neil+tag@sub.acme.co.uk", True),
+        ("a..b@x.com", False),
+        ("a@b", False),
+        ("a@-x.com", False),
+        ("@x.com", False),
+        ("a@x..com", False),
+        ("x@y.test", False),  # special-use domain, as email-validator judges
+        ('"quoted"@x.com', False),
+    ],
+)
+def test_valid_email_as_email_validator_judges(email, valid):
+    frame = pl.DataFrame({"email": [email]})
+    assert frame.select(valid_email(frame.lazy(), pl.col("email"))).item() is valid
+
+
+def test_normalized_phone_uses_the_default_region():
+    phones = pl.DataFrame({"phone": ["01 23 45 67 89", "+1 415 555 2671", "12", None]})
+    as_fr = phones.select(normalized_phone(pl.col("phone"), phones, "FR")).to_series().to_list()
+    as_us = phones.select(normalized_phone(pl.col("phone"), phones, "US")).to_series().to_list()
+    assert as_fr == ["+33123456789", "+14155552671", None, None]
+    assert as_us == [None, "+14155552671", None, None]
+
+
+def test_bare_host_url_cases():
+    sites = pl.DataFrame({"w": ["https://www.Acme.com/about?x=1", "acme.com", "http://acme.com:8080/", "not a url", None]})
+    assert sites.select(bare_host_url(pl.col("w"))).to_series().to_list() == [
+        "https://www.acme.com", "https://acme.com", "http://acme.com:8080", None, None
+    ]
