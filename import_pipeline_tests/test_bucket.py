@@ -40,6 +40,17 @@ def _tick(pipeline, bucket: BucketStore, cursor: str | None):
     return result
 
 
+def _run_request(pipeline, request: dg.RunRequest) -> dict:
+    """Run what the sensor requested, as the daemon would, and summarise the import."""
+    with dg.execute_job(
+        dg.reconstructable(resolved_import_leads_job),
+        instance=pipeline.instance,
+        run_config=request.run_config,
+        tags={"dagster/partition": request.partition_key},
+    ) as result:
+        return import_summary(pipeline.instance, result.run_id)
+
+
 def test_bucket_sensor_pages_caps_and_keys_on_etag(pipeline, s3):
     client = s3.client()
     for i in range(5):
@@ -66,19 +77,13 @@ def test_bucket_import_streams_the_object_and_records_its_uri(pipeline, s3):
     s3.client().put_object(Bucket="drops", Key="in/handmade.csv", Body=HANDMADE.encode())
     request = _tick(pipeline, s3, None).run_requests[0]
 
-    with dg.execute_job(
-        dg.reconstructable(resolved_import_leads_job),
-        instance=pipeline.instance,
-        run_config=request.run_config,
-        tags={"dagster/partition": request.partition_key},
-    ) as result:
-        assert result.success
-        summary = import_summary(pipeline.instance, result.run_id)
+    summary = _run_request(pipeline, request)
+    assert summary["status"] == "success", summary["error"]
 
     assert (summary["inserted"], summary["rows_rejected"]) == (5 + FILLER, 5)
     assert summary["source_file"] == "s3://drops/in/handmade.csv"
     assert pipeline.scalar("SELECT DISTINCT source_file FROM leads") == "s3://drops/in/handmade.csv"
-    work = pipeline.home / "dagster" / "storage" / result.run_id / "work"
+    work = pipeline.home / "dagster" / "storage" / summary["run_id"] / "work"
     assert not work.exists(), "the local copy is removed after parsing"
 
 
@@ -88,13 +93,7 @@ def test_bucket_import_refuses_an_object_changed_since_listing(pipeline, s3):
     request = _tick(pipeline, s3, None).run_requests[0]
     client.put_object(Bucket="drops", Key="in/handmade.csv", Body=HANDMADE.replace("Acme", "Other").encode())
 
-    with dg.execute_job(
-        dg.reconstructable(resolved_import_leads_job),
-        instance=pipeline.instance,
-        run_config=request.run_config,
-        tags={"dagster/partition": request.partition_key},
-    ) as result:
-        summary = import_summary(pipeline.instance, result.run_id)
+    summary = _run_request(pipeline, request)
 
     assert summary["status"] == "failed"
     assert "s3://drops/in/handmade.csv#" in summary["error"] and "cannot be read from the bucket" in summary["error"]
