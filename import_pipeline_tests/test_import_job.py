@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.load import LEADS_ASSET
@@ -150,25 +151,24 @@ def test_import_job_same_bytes_again_are_skipped(pipeline, tmp_path):
     assert pipeline.scalar("SELECT count(*) FROM imports") == 1
 
 
-def test_import_job_file_without_company_column_fails_clearly(pipeline, tmp_path):
-    path = tmp_path / "nocompany.csv"
-    path.write_text("Name,Email\nAnn,ann@x.com\n")
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("nocompany.csv", "Name,Email\nAnn,ann@x.com\n",
+         "nocompany.csv: no column maps to company_name; the headers found are ['Name', 'Email']"),
+        ("empty.csv", "", "empty.csv: the file is empty"),
+        ("header.csv", "Company,Email\n", "header.csv: the file has a header but no records"),
+    ],
+)
+def test_import_job_unusable_file_fails_clearly(pipeline, tmp_path, name, content, error):
+    path = tmp_path / name
+    path.write_text(content)
 
     result = import_file(path)
 
     assert result["status"] == "failed"
-    assert "nocompany.csv: no column maps to company_name; the headers found are ['Name', 'Email']" in result["error"]
+    assert result["error"] == error
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
-
-
-def test_import_job_empty_file_fails_clearly(pipeline, tmp_path):
-    path = tmp_path / "empty.csv"
-    path.write_text("")
-
-    result = import_file(path)
-
-    assert result["status"] == "failed"
-    assert "empty.csv: the file is empty" in result["error"]
 
 
 def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
