@@ -147,3 +147,10 @@ class LoadConfig(dg.Config):
     reassign_existing: bool = Field(
         default=False, description="update/merge also set the owner of the existing leads they change."
     )
+
+
+class CleanupConfig(dg.Config):
+    """What the nightly cleanup keeps."""
+
+    retention_days: int = Field(default=90, description="Anything older is removed.")
+    dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")

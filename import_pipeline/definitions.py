@@ -15,6 +15,7 @@ from import_pipeline.config import (
     WEBHOOK_URL_ENV,
     apply_environment_defaults,
 )
+from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.load import LEADS_ASSET
@@ -34,7 +35,8 @@ leads_asset = dg.AssetSpec(
 
 defs = dg.Definitions(
     assets=[leads_asset],
-    jobs=[import_leads_job],
+    jobs=[import_leads_job, cleanup_job],
+    schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
         "leads_db": LeadsDatabase(url=dg.EnvVar(DATABASE_URL_ENV), home=dg.EnvVar(HOME_ENV)),
