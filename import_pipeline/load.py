@@ -398,10 +398,7 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.errors.DeadlockDetected, p
 
 # Connection losses and server restarts are retried; the load is one idempotent transaction, so a retry
 # after an unseen commit finds the import recorded and changes nothing.
-@dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-    pool="leads_db",
-)
+@dg.op(retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS))
 def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,
