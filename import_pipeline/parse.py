@@ -33,6 +33,9 @@ EXTRA_PREFIX = "extra."
 SNIFF_BYTES = 256 * 1024
 DELIMITERS = (",", ";", "\t", "|")
 HEADER_SEARCH_ROWS = 30
+WESTERN_CHAOS_MARGIN = 0.05
+# C0 control bytes other than tab, line feed, vertical tab, form feed and carriage return.
+_CONTROL_BYTES = bytes([*range(9), *range(14, 32)])
 _MiB = 1024 * 1024
 _NOT_LEAD_FILES = {
     b"%PDF": "a PDF document",
@@ -116,11 +119,16 @@ def text_encoding(path: Path, override: str = "") -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    if head.count(b"\x00") > len(head) // 100:
+    if len(head) - len(head.translate(None, _CONTROL_BYTES)) > len(head) // 20:
         raise FileRejected("binary content: this is not a text file")
     if _is_utf8(path):
         return "utf-8"
     best = charset_normalizer.from_bytes(head).best()
+    # Short samples fit several code pages equally well; a non-UTF-8 lead export is almost always
+    # Windows-1252 (Excel on Western Windows; it also reads Latin-1 text the same), so it wins near-ties.
+    western = charset_normalizer.from_bytes(head, cp_isolation=["cp1252"]).best()
+    if western is not None and (best is None or western.chaos <= best.chaos + WESTERN_CHAOS_MARGIN):
+        return "cp1252"
     if best is None:
         raise FileRejected("undecodable content: the text is neither UTF-8 nor any other encoding we recognise")
     return best.encoding
@@ -262,7 +270,8 @@ def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> Raw
         raise FileRejected(f"no sheet named {sheet!r}; the workbook has {names}")
     name = sheet or names[0]
     table = pl.read_excel(
-        path, engine="calamine", sheet_name=name, has_header=False, read_options={"header_row": None, "dtypes": "string"}
+        path, engine="calamine", sheet_name=name, has_header=False, drop_empty_rows=False, drop_empty_cols=False,
+        read_options={"header_row": None, "dtypes": "string"},
     )
     if table.height == 0:
         raise FileRejected(f"the sheet {name!r} is empty")
@@ -286,7 +295,7 @@ def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
     """The file's cells as text, whatever its format."""
     size = path.stat().st_size
     if size > config.max_file_mb * _MiB:
-        raise FileRejected(f"the file is {size // _MiB} MB, above the {config.max_file_mb} MB limit")
+        raise FileRejected(f"the file is {size / _MiB:.1f} MB, above the {config.max_file_mb} MB limit")
     fmt = detect_format(path)
     if fmt in ("xlsx", "xls"):
         return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * _MiB)

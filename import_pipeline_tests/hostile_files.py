@@ -1,0 +1,275 @@
+"""The hostile-file set: the traps real lead exports set, each file written with the outcome it must have.
+
+`python -m import_pipeline_tests.hostile_files DIR` writes the files, to open them by hand.
+"""
+
+import csv
+import gzip
+import io
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import xlsxwriter
+
+HEADERS = ["Company", "First Name", "Last Name", "Email", "Phone", "City", "Notes"]
+# Accents, a delimiter, doubled quotes and a bad email; lines 2-6 as a person counts them.
+ROWS = [
+    ["Société Générale", "Zoé", "Müller", "zoe@sg.fr", "0612345678", "Paris", "Crème brûlée fan"],
+    ["Café Crème, SARL", "José", 'O"Brien', "jose@cafe.fr", "", "Nîmes", 'said "oui"'],
+    ["Ärger GmbH", "Åsa", "Ng", "not-an-email", "", "Zürich", ""],
+    ["Naïve Inc", "Ana", "Li", "ana@naive.com", "+1 415 555 0100", "Québec", "façade"],
+    ["Hôtel Dieu", "Noël", "Lefèvre", "noel@hotel-dieu.fr", "01 23 45 67 89", "Orléans", "déjà vu"],
+]
+ROW_VALUES = {
+    2: {"company_name": "Société Générale", "first_name": "Zoé", "phone": "0612345678", "notes": "Crème brûlée fan"},
+    3: {"company_name": "Café Crème, SARL", "last_name": 'O"Brien', "phone": None, "notes": 'said "oui"'},
+    6: {"company_name": "Hôtel Dieu", "city": "Orléans"},
+}
+BAD_EMAIL = {4: "not a valid email address"}
+# Windows-1252 has the euro sign and curly quotes, Latin-1 does not: a wrong guess shows.
+CP1252_ROWS = [*ROWS, ["L’Atelier €uro", "Hélène", "Dupré", "helene@atelier.fr", "", "Besançon", "“très” bien"]]
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One file and what importing it must give: counts and rejected lines, or the file-level error."""
+
+    name: str
+    content: bytes
+    rows_read: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)  # line -> a problem it must list
+    values: dict[int, dict[str, str | None]] = field(default_factory=dict)  # line -> lead fields
+    details: dict[str, object] = field(default_factory=dict)  # what parse must have detected
+    config: dict[str, object] = field(default_factory=dict)  # parse run config
+    error: str = ""  # the file-level error, after "<file name>: "
+
+
+def table(rows: list[list[str]], delimiter: str = ",", eol: str = "\n", headers: list[str] = HEADERS) -> str:
+    """CSV text as a spreadsheet program writes it: quotes only where needed."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator=eol).writerows([headers, *rows])
+    return out.getvalue()
+
+
+def workbook(sheets: dict[str, list[list[object]]]) -> bytes:
+    """An XLSX with one sheet per entry; a cell may be a value, a date or ("=formula", cached value)."""
+    out = io.BytesIO()
+    book = xlsxwriter.Workbook(out, {"in_memory": True})
+    date_format = book.add_format({"num_format": "yyyy-mm-dd"})
+    stamp_format = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+    for name, rows in sheets.items():
+        sheet = book.add_worksheet(name)
+        for r, row in enumerate(rows):
+            for c, cell in enumerate(row):
+                if isinstance(cell, tuple):
+                    sheet.write_formula(r, c, cell[0], None, cell[1])
+                elif isinstance(cell, datetime):
+                    sheet.write_datetime(r, c, cell, stamp_format)
+                elif isinstance(cell, date):
+                    sheet.write_datetime(r, c, datetime(cell.year, cell.month, cell.day), date_format)
+                elif isinstance(cell, str):
+                    sheet.write_string(r, c, cell)
+                elif cell is not None:
+                    sheet.write(r, c, cell)
+    book.close()
+    return out.getvalue()
+
+
+def zip_bomb(declared_mb: int) -> bytes:
+    """A workbook whose sheet inflates to `declared_mb` MB from a few kB."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        archive.writestr("xl/worksheets/sheet1.xml", b" " * (declared_mb * 1024 * 1024))
+    return out.getvalue()
+
+
+def _parsed(name: str, content: bytes, details: dict | None = None, **kwargs) -> Hostile:
+    """A file carrying ROWS, which must read exactly as ROWS."""
+    return Hostile(name, content, rows_read=5, rejected=BAD_EMAIL, values=ROW_VALUES, details=details or {}, **kwargs)
+
+
+def _dialects() -> list[Hostile]:
+    text = table(ROWS)
+    return [
+        _parsed("comma_lf.csv", text.encode(), {"delimiter": ",", "line_ending": repr("\n"), "encoding": "utf-8"}),
+        _parsed("semicolon_crlf.csv", table(ROWS, ";", "\r\n").encode(), {"delimiter": ";"}),
+        _parsed("tab.tsv", table(ROWS, "\t").encode(), {"delimiter": "\t"}),
+        _parsed("pipe.csv", table(ROWS, "|").encode(), {"delimiter": "|"}),
+        _parsed("old_mac_cr.csv", table(ROWS, eol="\r").encode(), {"line_ending": repr("\r")}),
+        _parsed("bom.csv", b"\xef\xbb\xbf" + text.encode(), {"encoding": "utf-8-sig"}),
+        # Excel's "Unicode text": UTF-16 LE with a BOM, tab-separated, CRLF.
+        _parsed("excel_unicode.txt", table(ROWS, "\t", "\r\n").encode("utf-16"), {"encoding": "utf-16", "delimiter": "\t"}),
+        _parsed("utf16_be.csv", b"\xfe\xff" + text.encode("utf-16-be"), {"encoding": "utf-16"}),
+        _parsed("leads.csv.gz", gzip.compress(text.encode()), {"format": "csv"}),
+        Hostile(
+            "windows_1252.csv", table(CP1252_ROWS, ";", "\r\n").encode("cp1252"), rows_read=6, rejected=BAD_EMAIL,
+            values=ROW_VALUES | {7: {"company_name": "L’Atelier €uro", "notes": "“très” bien"}},
+            details={"encoding": "cp1252"},
+        ),
+        # Latin-1 text reads the same as Windows-1252, the encoding Excel writes it in.
+        _parsed("latin_1.csv", text.encode("latin-1"), {"encoding": "cp1252"}),
+        _parsed("latin_1_override.csv", text.encode("latin-1"), {"encoding": "iso8859-1"}, config={"encoding": "latin-1"}),
+        # Old DOS exports: a code page no detector can tell apart reliably, so the run config names it.
+        _parsed("dos_cp850.csv", text.encode("cp850"), {"encoding": "cp850"}, config={"encoding": "cp850"}),
+    ]
+
+
+def _quoting() -> list[Hostile]:
+    multiline = (
+        "Company,Email,Notes\n"
+        'Acme,ann@acme.com,"first line\nsecond line, with a comma"\n'  # lines 2-3
+        'Beta,"bob@beta.com","He said ""hi""\r\nthen left"\n'  # lines 4-5
+        "Gamma,not-an-email,\n"  # line 6: rejected, numbered after two multi-line records
+        '"Delta ""the best""",dan@delta.com,"a\n\nb"\n'  # lines 7-9
+        "Echo,eve@echo.com,\n"  # line 10
+    )
+    ragged = (
+        "Company,Email,Phone\n"
+        "Acme,ann@acme.com,01\n"
+        "Beta,bob@beta.com,02,surplus\n"  # line 3: one field too many
+        "Gamma,gus@gamma.com\n"  # line 4: one field too few
+        + "".join(f"Filler {i},f{i}@x.com,0{i}\n" for i in range(10))
+    )
+    return [
+        Hostile(
+            "quoted_newlines.csv", multiline.encode(), rows_read=5, rejected={6: "not a valid email address"},
+            values={
+                2: {"company_name": "Acme", "notes": "first line\nsecond line, with a comma"},
+                4: {"email": "bob@beta.com", "notes": 'He said "hi"\r\nthen left'},
+                7: {"company_name": 'Delta "the best"', "notes": "a\n\nb"},
+                10: {"company_name": "Echo"},
+            },
+        ),
+        Hostile(
+            "ragged.csv", ragged.encode(), rows_read=13,
+            rejected={3: "row has 4 fields, the header has 3", 4: "row has 2 fields, the header has 3"},
+            values={2: {"phone": "01"}, 5: {"company_name": "Filler 0", "phone": "00"}},
+        ),
+        Hostile(
+            "leading_zeros.csv", b"Company,Zip,Phone,External ID\nAcme,01234,0033612345678,000042\n", rows_read=1,
+            values={2: {"phone": "0033612345678", "external_id": "000042", "extra.Zip": "01234"}},
+        ),
+    ]
+
+
+def _excel() -> list[Hostile]:
+    leads = [HEADERS, *ROWS]
+    banner = [[], [], ["Leads export - Trade show 2026"], [], [None, "generated by ScanApp"], [], *leads]
+    typed = [
+        ["Company", "Email", "Phone", "Created", "Last Seen", "Employees", "Customer Number"],
+        [("=\"Acme\"&\" Corp\"", "Acme Corp"), "ann@acme.com", "0612345678", date(2026, 3, 1), datetime(2026, 3, 2, 14, 5, 9), 42, "000123"],
+        ["Beta", ("=LOWER(\"BOB@BETA.COM\")", "bob@beta.com"), None, date(1999, 12, 31), None, 7, "000456"],
+    ]
+    return [
+        _parsed("first_sheet.xlsx", workbook({"Leads": leads, "Other": [["Company"], ["Ignored"]]}), {"sheet": "Leads"}),
+        _parsed(
+            "named_sheet.xlsx", workbook({"Summary": [["Total", 5]], "Contacts": leads}), {"sheet": "Contacts"},
+            config={"sheet": "Contacts"},
+        ),
+        # Blank rows, a title and a note above the header on sheet row 7; the bad email is on sheet row 10.
+        Hostile(
+            "banner.xlsx", workbook({"Scans": banner}), rows_read=5, rejected={10: "not a valid email address"},
+            values={8: ROW_VALUES[2], 12: ROW_VALUES[6]}, details={"header_row": 7},
+        ),
+        Hostile(
+            "formulas_dates.xlsx", workbook({"Sheet1": typed}), rows_read=2,
+            values={
+                2: {"company_name": "Acme Corp", "phone": "0612345678", "extra.Created": "2026-03-01",
+                    "extra.Last Seen": "2026-03-02T14:05:09", "extra.Employees": "42", "extra.Customer Number": "000123"},
+                3: {"email": "bob@beta.com", "extra.Created": "1999-12-31", "extra.Last Seen": None},
+            },
+        ),
+        # A workbook renamed by a user or a vendor: content decides, not the extension.
+        _parsed("really_a_workbook.csv", workbook({"Leads": leads}), {"format": "xlsx"}),
+    ]
+
+
+def _mappings() -> list[Hostile]:
+    french = ["Société", "Prénom", "Nom", "E-mail", "Téléphone", "Ville", "Pays"]
+    datablist = ["Account Name", "First Name", "Last Name", "Email 1", "Phone 1", "Record ID", "Person Linkedin Url"]
+    hubspot = ["Record ID", "First Name", "Company Name", "Email", "Phone Number", "Website URL", "Country/Region"]
+    salesforce = ["Lead ID", "Account Name", "Last Name", "Email", "Mobile", "Description", "Lead Owner"]
+    return [
+        Hostile(
+            "datablist_fr.csv", table([["Raison Inc", "Zoé", "Roux", "zoe@raison.fr", "0612345678", "Lyon", "France"]], ";", headers=french).encode("cp1252"),
+            rows_read=1,
+            values={2: {"company_name": "Raison Inc", "first_name": "Zoé", "last_name": "Roux", "email": "zoe@raison.fr", "phone": "0612345678", "city": "Lyon", "country": "France"}},
+        ),
+        Hostile(
+            "datablist_people.csv", table([["Acme", "Ann", "Lee", "ann@acme.com", "555-0100", "R-1", "https://linkedin.com/in/ann"]], headers=datablist).encode(),
+            rows_read=1,
+            values={2: {"company_name": "Acme", "email": "ann@acme.com", "phone": "555-0100", "external_id": "R-1", "extra.Person Linkedin Url": "https://linkedin.com/in/ann"}},
+        ),
+        Hostile(
+            "hubspot-contacts-2026.csv", table([["901", "Ann", "Acme", "ann@acme.com", "555-0100", "acme.com", "France"]], headers=hubspot).encode(),
+            rows_read=1, details={"mapping_profile": "hubspot_contacts"},
+            values={2: {"external_id": "901", "company_name": "Acme", "phone": "555-0100", "company_website": "acme.com", "country": "France"}},
+        ),
+        Hostile(
+            "export.csv", table([["00Q1", "Acme", "Lee", "ann@acme.com", "555-0100", "met at fair", "Sam"]], headers=salesforce).encode(),
+            rows_read=1, details={"mapping_profile": "salesforce_report"}, config={"mapping_profile": "salesforce_report"},
+            values={2: {"external_id": "00Q1", "company_name": "Acme", "phone": "555-0100", "notes": "met at fair", "extra.Lead Owner": "Sam"}},
+        ),
+    ]
+
+
+def _failures() -> list[Hostile]:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    plain_zip = io.BytesIO()
+    with zipfile.ZipFile(plain_zip, "w") as archive:
+        archive.writestr("leads.csv", "Company\nAcme\n")
+    big = b"Company,Email\n" + b"Acme,ann@acme.com\n" * 90_000  # 1.5 MB
+    return [
+        Hostile("empty.csv", b"", error="the file is empty"),
+        Hostile("blank_lines.csv", b"\n\n  \n", error="the file is empty"),
+        Hostile("header_only.csv", b"Company,Email\r\n", error="the file has a header but no records"),
+        Hostile("binary.csv", bytes(range(256)) * 40, error="binary content: this is not a text file"),
+        Hostile("picture.csv", png, error="unsupported format: a PNG image, not a CSV or Excel file"),
+        Hostile("leads.zip", plain_zip.getvalue(), error="unsupported format: a ZIP archive that is not an Excel workbook"),
+        Hostile(
+            "unterminated.csv", b'Company,Notes\nAcme,fine\nBeta,"never closed\nGamma,x\n',
+            error="unterminated quote: the quoted value starting on line 3 never closes",
+        ),
+        Hostile(
+            "no_company.csv", b"Name,Email\nAnn,ann@x.com\n",
+            error="no column maps to company_name; the headers found are ['Name', 'Email']",
+        ),
+        Hostile(
+            "two_emails.csv", b"Company,Email,E-mail\nAcme,a@x.com,b@x.com\n",
+            error="columns 'Email' and 'E-mail' both map to the field 'email'",
+        ),
+        Hostile("too_big.csv", big, config={"max_file_mb": 1}, error="the file is 1.5 MB, above the 1 MB limit"),
+        Hostile(
+            "bomb.csv.gz", gzip.compress(big), config={"max_file_mb": 1},
+            error="the compressed file inflates to more than 1 MB, the size limit",
+        ),
+        Hostile(
+            "bomb.xlsx", zip_bomb(64), config={"max_unzipped_mb": 16},
+            error="the workbook declares 64 MB uncompressed, above the 16 MB limit",
+        ),
+    ]
+
+
+def hostile_files() -> list[Hostile]:
+    """Every hostile file with its expected outcome."""
+    return [*_dialects(), *_quoting(), *_excel(), *_mappings(), *_failures()]
+
+
+def write(directory: Path) -> list[Path]:
+    """Write the set into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for hostile in hostile_files():
+        path = directory / hostile.name
+        path.write_bytes(hostile.content)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write(Path(sys.argv[1] if len(sys.argv) > 1 else "hostile_files")):
+        print(written)
