@@ -13,6 +13,7 @@ from import_pipeline.config import (
     PROJECT_ROOT,
     dagster_storage_url,
     home_dir,
+    initialize_pools,
     landing_dir,
     process_environment,
 )
@@ -37,6 +38,10 @@ def bootstrap(keep_server: bool = False) -> str:
         dagster_url = dagster_storage_url(embedded_dagster_url(leads_url))
     migrate_once(leads_url)
     os.environ.update(process_environment(home, leads_url, dagster_url))
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        initialize_pools(instance)
     return leads_url
 
 

@@ -6,10 +6,13 @@ from enum import Enum
 from typing import Literal
 
 import dagster as dg
+import sqlalchemy
 from pydantic import Field
 
 HOME_ENV = "IMPORT_PIPELINE_HOME"
 DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
+# The load op's concurrency pool; dagster.yaml's `pools: default_limit` caps loads running at once.
+LOAD_POOL = "leads_db"
 LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"
@@ -154,3 +157,16 @@ class CleanupConfig(dg.Config):
 
     retention_days: int = Field(default=90, description="Anything older is removed.")
     dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")
+
+
+def initialize_pools(instance: dg.DagsterInstance) -> None:
+    """Create the load pool's limit before the first imports do: two runs creating it at once collide."""
+    storage = instance.event_log_storage
+    if LOAD_POOL in storage.get_concurrency_keys():
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(LOAD_POOL)
+    except sqlalchemy.exc.DBAPIError:
+        # Another process created it first; on PostgreSQL Dagster's own insert-or-update then fails.
+        if LOAD_POOL not in storage.get_concurrency_keys():
+            raise

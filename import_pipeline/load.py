@@ -14,7 +14,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from import_pipeline.config import LoadConfig
+from import_pipeline.config import LOAD_POOL, LoadConfig
 from import_pipeline.dedupe import DUPLICATE_OF_ROW, EMAIL_KEY, EXTERNAL_KEY, KEY_COLUMNS, PHONE_COMPANY_KEY, SURVIVOR_ROW
 from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
 from import_pipeline.resources import LandingFolder, LeadsDatabase
@@ -398,7 +398,10 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.errors.DeadlockDetected, p
 
 # Connection losses and server restarts are retried; the load is one idempotent transaction, so a retry
 # after an unseen commit finds the import recorded and changes nothing.
-@dg.op(retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS))
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    pool=LOAD_POOL,
+)
 def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,

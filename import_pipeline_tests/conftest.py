@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
+from import_pipeline.config import dagster_storage_url, initialize_pools, landing_dir, process_environment
 from import_pipeline.resources import migrate_once
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -44,14 +44,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = server.get_uri()
     migrate_once(_create_database(url, _LEADS_TEMPLATE))
     dagster_url = dagster_storage_url(_create_database(url, _DAGSTER_TEMPLATE))
-    # Creating an instance on the template builds Dagster's tables once for every test.
+    # Creating an instance on the template builds Dagster's tables, and the pool limit, once for every test.
     home = tmp_path_factory.mktemp("template_home")
     env = process_environment(home, "", dagster_url)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        with dg.DagsterInstance.get():
-            pass
+        with dg.DagsterInstance.get() as instance:
+            initialize_pools(instance)
     return url
 
 

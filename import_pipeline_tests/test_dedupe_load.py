@@ -173,10 +173,11 @@ def test_concurrent_imports_of_overlapping_files_add_up(pipeline, tmp_path):
         path.write_text("Company,Email\n" + "".join(rows[n * 50:] + rows[: n * 50]))
         files.append(path)
     processes = [
-        subprocess.Popen(["import-pipeline", "import", str(p), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        subprocess.Popen(["import-pipeline", "import", str(p), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for p in files
     ]
-    results = [json.loads(p.communicate(timeout=300)[0]) for p in processes]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    results = [json.loads(out) if out else {"status": "crashed", "error": err[-2000:]} for out, err in outputs]
 
     assert [r["status"] for r in results] == ["success"] * 4, [r["error"] for r in results]
     assert sum(r["inserted"] for r in results) == pipeline.scalar("SELECT count(*) FROM leads") == 300 + 4 * 100

@@ -18,9 +18,13 @@ def test_instance_dagster_yaml_settings(pipeline):
     assert [(t["key"], t["value"], t["limit"]) for t in queue.tag_concurrency_limits] == [
         ("import_pipeline/target", "leads", 3)
     ]
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+    # Created up front (as `import-pipeline` does), so concurrent first loads don't race to create it.
+    assert instance.event_log_storage.get_concurrency_info("leads_db").slot_count == 2
 
 
-def test_instance_imports_carry_the_queue_tag():
+def test_instance_imports_carry_the_queue_tag_and_the_load_pool():
     from import_pipeline.jobs import import_leads_job
 
     assert import_leads_job.tags["import_pipeline/target"] == "leads"
+    assert import_leads_job.graph.node_named("load").definition.pool == "leads_db"
