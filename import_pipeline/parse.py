@@ -8,6 +8,8 @@ import codecs
 import collections
 import csv
 import gzip
+import io
+import itertools
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -31,9 +33,10 @@ SOURCE_ROW = "source_row"
 ROW_PROBLEM = "row_problem"
 EXTRA_PREFIX = "extra."
 SNIFF_BYTES = 256 * 1024
-DELIMITERS = (",", ";", "\t", "|")
+DELIMITERS = (",", ";", "\t", "|", ":")
 HEADER_SEARCH_ROWS = 30
 WESTERN_CHAOS_MARGIN = 0.05
+BINARY_MIN_CONTROL_BYTES = 16
 # C0 control bytes other than tab, line feed, vertical tab, form feed and carriage return.
 _CONTROL_BYTES = bytes([*range(9), *range(14, 32)])
 _MiB = 1024 * 1024
@@ -44,6 +47,9 @@ _NOT_LEAD_FILES = {
     b"GIF8": "a GIF image",
     b"7z\xbc\xaf": "a 7-Zip archive",
     b"Rar!": "a RAR archive",
+    b"BZh": "a bzip2 archive",
+    b"\xfd7zXZ\x00": "an xz archive",
+    b"\x28\xb5\x2f\xfd": "a Zstandard archive",
 }
 
 
@@ -119,7 +125,9 @@ def text_encoding(path: Path, override: str = "") -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    if len(head) - len(head.translate(None, _CONTROL_BYTES)) > len(head) // 20:
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    # A stray NUL in a text file is a rejected row, not a binary file.
+    if controls > max(len(head) // 20, BINARY_MIN_CONTROL_BYTES):
         raise FileRejected("binary content: this is not a text file")
     if _is_utf8(path):
         return "utf-8"
@@ -165,11 +173,40 @@ def sniff_dialect(text: str) -> tuple[str, str]:
     return best[2], eol
 
 
-def _record_widths(path: Path, delimiter: str) -> tuple[list[str], list[int]]:
+@dataclass(frozen=True)
+class HeaderPosition:
+    """Where the header record starts: records (blank lines included) and physical lines above it."""
+
+    records_above: int = 0
+    lines_above: int = 0
+
+
+def find_header(sample: str, delimiter: str) -> HeaderPosition:
+    """The header: the first record naming the company column, else the first non-blank one.
+
+    Exports put blank lines, a report title or an export date above the header.
+    """
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    first_filled, lines_above = None, 0
+    try:
+        for n, row in enumerate(itertools.islice(reader, HEADER_SEARCH_ROWS)):
+            if maps_company(row):
+                return HeaderPosition(n, lines_above)
+            if first_filled is None and any(c.strip() for c in row):
+                first_filled = HeaderPosition(n, lines_above)
+            lines_above = reader.line_num
+    except csv.Error:
+        pass  # a broken quote in the sample: the full read below reports it with its line
+    return first_filled or HeaderPosition()
+
+
+def _record_widths(path: Path, delimiter: str, header: HeaderPosition) -> tuple[list[str], list[int]]:
     """Headers and each record's field count, by Python's csv module: polars pads or cuts ragged rows silently."""
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter, strict=True)
         try:
+            for _ in range(header.records_above):
+                next(reader)
             headers = next(reader, None)
             if headers is None:
                 raise FileRejected("the file is empty")
@@ -184,6 +221,15 @@ def _record_widths(path: Path, delimiter: str) -> tuple[list[str], list[int]]:
     return headers, widths
 
 
+def _read_with_csv_module(path: Path, delimiter: str, header: HeaderPosition) -> pl.DataFrame:
+    """Every record by Python's csv module, for the rare file polars rejects that the module reads."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(itertools.islice(csv.reader(f, delimiter=delimiter), header.records_above, None))
+    width = max(map(len, rows))
+    padded = [row + [None] * (width - len(row)) if row else [None] * width for row in rows]
+    return pl.DataFrame(padded, schema=[f"column_{i + 1}" for i in range(width)], orient="row")
+
+
 def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
     """Every cell of a CSV as text, exactly as written (no type inference: leading zeros survive)."""
     text_path = _as_utf8(path, encoding, work_dir)
@@ -192,20 +238,20 @@ def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
     if not sample.strip():
         raise FileRejected("the file is empty")
     delimiter, eol = sniff_dialect(sample)
+    header = find_header(sample, delimiter)
     # The csv module's count runs while polars parses; polars releases the GIL.
     with ThreadPoolExecutor(1) as pool:
-        shape = pool.submit(_record_widths, text_path, delimiter)
+        shape = pool.submit(_record_widths, text_path, delimiter, header)
         try:
             table = pl.read_csv(
                 text_path, has_header=False, separator=delimiter, eol_char=eol, infer_schema=False,
-                truncate_ragged_lines=True, raise_if_empty=False,
+                truncate_ragged_lines=True, raise_if_empty=False, skip_rows=header.records_above,
             )
-            parse_error = None
-        except pl.exceptions.ComputeError as e:
-            parse_error = e
+        except pl.exceptions.ComputeError:
+            table = None  # e.g. a quote after a space, which the csv module (and Excel) take literally
         headers, widths = shape.result()
-    if parse_error is not None:
-        raise FileRejected(f"the file is not a readable CSV: {str(parse_error).splitlines()[0]}") from parse_error
+    if table is None:
+        table = _read_with_csv_module(text_path, delimiter, header)
     cells = table.slice(1)
     if cells.height != len(widths):
         raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {len(widths)}")
@@ -222,11 +268,14 @@ def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
     )
     # A person counts lines including the line breaks quoted inside earlier records.
     breaks = pl.sum_horizontal(pl.col(c).str.count_matches(eol, literal=True).fill_null(0) for c in cells.columns)
-    header_lines = 1 + sum(h.count(eol) for h in headers)
+    header_lines = header.lines_above + 1 + sum(h.count(eol) for h in headers)
     source_rows = cells.select(
         (header_lines + 1 + pl.int_range(pl.len()) + breaks.cum_sum().shift(1, fill_value=0)).alias(SOURCE_ROW)
     ).to_series()
-    details = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "line_ending": repr(eol)}
+    line_ending = "CRLF" if "\r\n" in sample else {"\n": "LF", "\r": "CR"}[eol]
+    details = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "line_ending": line_ending}
+    if header.lines_above:
+        details["header_line"] = header.lines_above + 1
     return RawTable(headers, cells, source_rows, problems, details)
 
 
@@ -271,10 +320,10 @@ def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> Raw
     name = sheet or names[0]
     table = pl.read_excel(
         path, engine="calamine", sheet_name=name, has_header=False, drop_empty_rows=False, drop_empty_cols=False,
-        read_options={"header_row": None, "dtypes": "string"},
+        raise_if_empty=False, read_options={"header_row": None, "dtypes": "string"},
     )
     if table.height == 0:
-        raise FileRejected(f"the sheet {name!r} is empty")
+        raise FileRejected(f"the sheet {name!r} is empty; name another in run config (parse: sheet): {names}")
     rows = table.head(HEADER_SEARCH_ROWS).rows()
     header_at = next((i for i, row in enumerate(rows) if maps_company(list(row))), None)
     if header_at is None:

@@ -95,15 +95,21 @@ def _parsed(name: str, content: bytes, details: dict | None = None, **kwargs) ->
 def _dialects() -> list[Hostile]:
     text = table(ROWS)
     return [
-        _parsed("comma_lf.csv", text.encode(), {"delimiter": ",", "line_ending": repr("\n"), "encoding": "utf-8"}),
-        _parsed("semicolon_crlf.csv", table(ROWS, ";", "\r\n").encode(), {"delimiter": ";"}),
+        _parsed("comma_lf.csv", text.encode(), {"delimiter": ",", "line_ending": "LF", "encoding": "utf-8"}),
+        _parsed("semicolon_crlf.csv", table(ROWS, ";", "\r\n").encode(), {"delimiter": ";", "line_ending": "CRLF"}),
         _parsed("tab.tsv", table(ROWS, "\t").encode(), {"delimiter": "\t"}),
         _parsed("pipe.csv", table(ROWS, "|").encode(), {"delimiter": "|"}),
-        _parsed("old_mac_cr.csv", table(ROWS, eol="\r").encode(), {"line_ending": repr("\r")}),
+        _parsed("old_mac_cr.csv", table(ROWS, eol="\r").encode(), {"line_ending": "CR"}),
         _parsed("bom.csv", b"\xef\xbb\xbf" + text.encode(), {"encoding": "utf-8-sig"}),
         # Excel's "Unicode text": UTF-16 LE with a BOM, tab-separated, CRLF.
         _parsed("excel_unicode.txt", table(ROWS, "\t", "\r\n").encode("utf-16"), {"encoding": "utf-16", "delimiter": "\t"}),
         _parsed("utf16_be.csv", b"\xfe\xff" + text.encode("utf-16-be"), {"encoding": "utf-16"}),
+        # A report title and blank lines above the header: the header is line 4, the bad email line 7.
+        Hostile(
+            "titled_report.csv", ("Leads report,,\nExported 2026-11-24\n\n" + text).encode(), rows_read=5,
+            rejected={7: "not a valid email address"}, values={5: ROW_VALUES[2], 9: ROW_VALUES[6]},
+            details={"header_line": 4},
+        ),
         _parsed("leads.csv.gz", gzip.compress(text.encode()), {"format": "csv"}),
         Hostile(
             "windows_1252.csv", table(CP1252_ROWS, ";", "\r\n").encode("cp1252"), rows_read=6, rejected=BAD_EMAIL,
