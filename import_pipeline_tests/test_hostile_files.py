@@ -2,10 +2,15 @@
 
 import json
 
+import dagster as dg
 import pytest
 
 from import_pipeline.config import ParseConfig
+from import_pipeline.definitions import defs
+from import_pipeline.landing import content_hash, partition_key
 from import_pipeline.launch import import_file
+from import_pipeline.resources import LandingFolder
+from import_pipeline.sensors import landing_sensor
 from import_pipeline.parse import SOURCE_ROW, FileRejected, read_leads
 from import_pipeline.validate import split_valid
 from import_pipeline_tests.hostile_files import ROW_VALUES, ROWS, Hostile, hostile_files
@@ -62,6 +67,16 @@ def test_hostile_file_failures_quarantine_and_load_nothing(pipeline):
         assert run.status.value == "FAILURE"
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
+    # The sensor carries on: the next good file is picked up, the quarantined ones are not.
+    good = pipeline.landing / "good.csv"
+    good.write_text("Company,Email\nAcme,ann@acme.com\n")
+    cursor = None
+    for _ in range(2):  # a file counts once it is unchanged between two ticks
+        tick = landing_sensor(dg.build_sensor_context(
+            instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"landing": LandingFolder(home=str(pipeline.home))}
+        ))
+        cursor = tick.cursor
+    assert [r.partition_key for r in tick.run_requests] == [partition_key("good.csv", content_hash(good))]
 
 
 @pytest.mark.parametrize("name", ["excel_unicode.txt", "banner.xlsx"])
