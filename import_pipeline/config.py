@@ -13,6 +13,8 @@ HOME_ENV = "IMPORT_PIPELINE_HOME"
 DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
 # The load op's concurrency pool; dagster.yaml's `pools: default_limit` caps loads running at once.
 LOAD_POOL = "leads_db"
+# workspace.yaml's location name: runs launched outside the UI carry it so the UI can re-execute them.
+CODE_LOCATION = "import_pipeline"
 LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"

@@ -6,8 +6,12 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import psycopg
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.plan.state import KnownExecutionState
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from import_pipeline.config import DATABASE_URL_ENV
+from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.history import COUNT_KEYS, import_summary
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
@@ -19,6 +23,40 @@ def _with_source_path(run_config: dict, path: Path) -> dict:
     parse = dict(ops.get("parse", {}))
     parse["config"] = {**parse.get("config", {}), "source_path": str(path)}
     return {**run_config, "ops": {**ops, "parse": parse}}
+
+
+def _remote_origin(job_name: str) -> RemoteJobOrigin:
+    """The origin runs launched by the UI or a sensor carry (workspace.yaml's code location).
+
+    The UI's "Re-execute" looks the job up by it; `dg.execute_job` leaves it empty.
+    """
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="import_pipeline.definitions", working_directory=str(PROJECT_ROOT)),
+        CODE_LOCATION,
+    )
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+
+
+def run_here(instance: dg.DagsterInstance, run_config: dict, tags: dict, parent: dg.DagsterRun | None = None) -> str:
+    """Run the import job in this process, as a run the UI can re-execute; from the failed step when `parent` is given."""
+    job = dg.reconstructable(resolved_import_leads_job)
+    job_def = job.get_definition()
+    lineage = {}
+    if parent is not None:
+        step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(instance, parent)
+        lineage = {
+            "execution_plan": create_execution_plan(
+                job, run_config, step_keys_to_execute=step_keys, known_state=known_state, tags=parent.tags
+            ),
+            "root_run_id": parent.root_run_id or parent.run_id,
+            "parent_run_id": parent.run_id,
+        }
+    run = instance.create_run_for_job(
+        job_def=job_def, run_config=run_config, tags=tags, job_code_origin=job.get_python_origin(),
+        remote_job_origin=_remote_origin(job_def.name), **lineage,
+    )
+    execute_run(job, run, instance)
+    return run.run_id
 
 
 def import_file(path: Path, run_config: dict | None = None) -> dict:
@@ -45,13 +83,11 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
         }
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(landed_files_partitions_def.name, [key])
-        with dg.execute_job(
-            dg.reconstructable(resolved_import_leads_job),
-            instance=instance,
-            run_config=_with_source_path(run_config or {}, path),
-            tags={"dagster/partition": key, "import_pipeline/source_file": path.name},
-        ) as result:
-            run_id = result.run_id
+        run_id = run_here(
+            instance,
+            _with_source_path(run_config or {}, path),
+            {"dagster/partition": key, "import_pipeline/source_file": path.name},
+        )
         return import_summary(instance, run_id)
 
 
@@ -87,11 +123,4 @@ def reexecute_from_failure(run_id: str) -> dict:
         parent = fail_if_process_died(instance, parent)
         if parent.status != dg.DagsterRunStatus.FAILURE:
             raise ValueError(f"run {run_id} is {parent.status.value.lower()}, not failed: nothing to re-execute")
-        with dg.execute_job(
-            dg.reconstructable(resolved_import_leads_job),
-            instance=instance,
-            reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
-            tags=parent.tags,
-        ) as result:
-            child_id = result.run_id
-        return import_summary(instance, child_id)
+        return import_summary(instance, run_here(instance, parent.run_config, parent.tags, parent))

@@ -2,7 +2,9 @@
 
 import dagster as dg
 import pytest
+import yaml
 
+from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.launch import import_file, reexecute_from_failure
 from import_pipeline_tests.test_import_job import HANDMADE
@@ -58,6 +60,12 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
     assert retried["partition_key"] == first["partition_key"]
     assert _started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
     assert _tables(failing) == _tables(clean)
+    # Both runs name workspace.yaml's code location, which the UI's "Re-execute" needs.
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    location = workspace["load_from"][0]["python_module"]["location_name"]
+    for run_id in (first["run_id"], retried["run_id"]):
+        origin = failing.instance.get_run_by_id(run_id).remote_job_origin
+        assert (origin.location_name, origin.job_name) == (location, "import_leads_job")
 
 
 # Each op fails for a real reason: its input is gone for a moment (the file, or the upstream output on disk).

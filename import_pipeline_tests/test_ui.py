@@ -1,0 +1,259 @@
+"""The Dagster UI in a real browser: launch an import from the Launchpad, see its counts, re-execute a
+failed import from failure, find the partitions in the asset catalog.
+
+`import-pipeline dev` runs as a user starts it, on the test's databases; Playwright drives Debian's
+chromium (`apt-get install chromium`). Screenshots of every step are kept in `test-artifacts/ui/`
+(or `$UI_SCREENSHOTS`).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from import_pipeline.config import PROJECT_ROOT, UI_URL_ENV
+from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
+from import_pipeline.launch import import_file
+from import_pipeline_tests.conftest import SAMPLES
+from import_pipeline_tests.test_reexecution import FAIL_FIRST_LOAD, _started_steps
+
+pytestmark = pytest.mark.ui
+
+CHROMIUM = Path("/usr/bin/chromium")
+LOCATION = "import_pipeline"  # workspace.yaml
+LAUNCHPAD = f"/locations/{LOCATION}/jobs/import_leads_job/playground"
+RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
+STARTUP_SECONDS = 120
+RUN_SECONDS = 90
+
+RUN_CONFIG_YAML = """ops:
+  parse:
+    config:
+      mapping_profile: ''
+  validate:
+    config:
+      mode: lenient
+  load:
+    config:
+      on_existing: update
+"""
+
+SECOND_FILE = """Company Name,First Name,Last Name,Email,Phone
+Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
+Initrode,Samir,Nagheenanajar,samir@initrode.example,+1 512 555 0102
+Chotchkie's,Joanna,,joanna@chotchkies.example,
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def _dev_server(port: int, log_path: Path):
+    """`import-pipeline dev --port PORT` with the test's environment; stops only what it started."""
+    cli = shutil.which("import-pipeline")
+    command = [cli] if cli else [sys.executable, "-m", "import_pipeline.cli"]
+    with log_path.open("wb") as log:
+        # Its own session: the CLI, `dagster dev`, the webserver, daemon, code server and run processes
+        # all share one process group this test owns.
+        process = subprocess.Popen(
+            [*command, "dev", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _answers(f"{base}/server_info"):
+            assert process.poll() is None, f"import-pipeline dev exited with {process.returncode}:\n{_tail(log_path)}"
+            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_SECONDS} s:\n{_tail(log_path)}"
+            time.sleep(0.5)
+        yield base
+    finally:
+        # What Ctrl+C does: the CLI forwards it and `dagster dev` shuts its services down.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # anything of ours still left in the group
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _land(pipeline, source: Path) -> str:
+    """Drop a file into the landing folder with its partition already added; returns the partition key.
+
+    The partition comes first so the landing sensor (running, as in production) skips the file as
+    already known instead of launching its own run: the run here is the one launched from the UI.
+    """
+    key = partition_key(source.name, content_hash(source))
+    pipeline.instance.add_dynamic_partitions(landed_files_partitions_def.name, [key])
+    shutil.copy(source, pipeline.landing / source.name)
+    return key
+
+
+class Shots:
+    """Numbered screenshots of the steps."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    def take(self, page: Page, name: str) -> Path:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}_{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def _launch_from_launchpad(page: Page, base: str, key: str, shots: Shots, name: str) -> str:
+    """Choose the partition, type the run config, press Launch Run; returns the new run's id."""
+    page.goto(base + LAUNCHPAD)
+    partition = page.get_by_placeholder("Partition")
+    # The first page load waits for the code location to load.
+    partition.wait_for(timeout=STARTUP_SECONDS * 1000)
+    partition.click()
+    partition.fill(key.split("@")[0])
+    page.get_by_role("menuitem", name=key, exact=True).click()
+    expect(page.get_by_text(f"partition: {key}", exact=True)).to_be_visible()
+    editor = page.locator(".CodeMirror")
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(RUN_CONFIG_YAML)
+    expect(editor).to_contain_text("on_existing: update")
+    expect(page.get_by_text("No errors", exact=True)).to_be_visible()
+    shots.take(page, f"{name}_launchpad")
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(RUN_URL)
+    return RUN_URL.search(page.url).group(1)
+
+
+def _status(page: Page, status: str) -> None:
+    """The run header's status tag reads `status` (the page updates live)."""
+    expect(page.get_by_text(status, exact=True).first).to_be_visible(timeout=RUN_SECONDS * 1000)
+
+
+def _metadata_value(page: Page, label: str):
+    return page.get_by_role("row").filter(has=page.get_by_role("cell", name=label, exact=True)).first
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
+def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
+    port = _free_port()
+    monkeypatch.setenv(UI_URL_ENV, f"http://127.0.0.1:{port}")
+    shots = Shots(Path(os.environ.get("UI_SCREENSHOTS") or PROJECT_ROOT / "test-artifacts" / "ui"))
+    log_path = tmp_path / "dev.log"
+
+    with _dev_server(port, log_path) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless=new"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(30_000)
+        try:
+            # (a) A landed file, launched from the Launchpad with its partition and run config.
+            first_key = _land(pipeline, SAMPLES / "leads_sample_overlap.csv")
+            first_run = _launch_from_launchpad(page, base, first_key, shots, "first")
+
+            # (b) The run succeeds and its counts are on the run page.
+            _status(page, "Success")
+            expect(page.get_by_text(f"partition: {first_key}", exact=True)).to_be_visible()
+            shots.take(page, "first_run_success")
+            page.get_by_placeholder("Filter…").fill("type:ASSET_MATERIALIZATION")
+            expect(page.get_by_text("Materialized value leads.")).to_be_visible()
+            loaded = pipeline.scalar("SELECT count(*) FROM leads")
+            # samples/README.md: 200 rows, 8 rejected, 3 duplicates within the file, none existing.
+            assert loaded == 200 - 8 - 3
+            for label, value in [("rows_read", 200), ("rows_rejected", 8), ("duplicates_in_file", 3), ("inserted", loaded)]:
+                expect(_metadata_value(page, label)).to_contain_text(str(value))
+            shots.take(page, "first_run_metadata")
+            assert pipeline.instance.get_run_by_id(first_run).status == dg.DagsterRunStatus.SUCCESS
+            assert not (pipeline.landing / "leads_sample_overlap.csv").exists(), "an imported file is archived"
+
+            # (c) An import started from the command line fails on a real database error the first
+            # time; the UI re-executes it from failure.
+            pipeline.execute(FAIL_FIRST_LOAD)
+            second = tmp_path / "ui_second.csv"
+            second.write_text(SECOND_FILE)
+            second_key = _land(pipeline, second)
+            failed = import_file(pipeline.landing / second.name)
+            assert (failed["status"], failed["partition_key"]) == ("failed", second_key)
+            failed_run = failed["run_id"]
+            page.goto(f"{base}/runs/{failed_run}")
+            _status(page, "Failure")
+            expect(page.get_by_text("injected failure: connection to the leads database lost").first).to_be_visible()
+            shots.take(page, "second_run_failure")
+            assert pipeline.scalar("SELECT count(*) FROM leads") == loaded, "a failed load leaves nothing behind"
+
+            page.get_by_role("button").filter(has=page.get_by_role("img", name="arrow_drop_down")).click()
+            page.get_by_role("menuitem", name="From failure").click()
+            page.wait_for_url(lambda url: (m := RUN_URL.search(url)) is not None and m.group(1) != failed_run)
+            retry_run = RUN_URL.search(page.url).group(1)
+            _status(page, "Success")
+            expect(page.get_by_text(f"partition: {second_key}", exact=True)).to_be_visible()
+            shots.take(page, "retry_success")
+
+            retried = pipeline.instance.get_run_by_id(retry_run)
+            assert retried.status == dg.DagsterRunStatus.SUCCESS
+            assert retried.parent_run_id == failed_run
+            assert _started_steps(pipeline.instance, retry_run) == ["load", "archive_file"]
+            assert pipeline.scalar("SELECT count(*) FROM leads") == loaded + 3
+            assert pipeline.scalar("SELECT count(*) FROM leads WHERE email = 'peter.gibbons@initech.example'") == 1
+            assert not (pipeline.landing / second.name).exists()
+            # No run other than the three above: the landing sensor launched nothing of its own.
+            assert {r.run_id for r in pipeline.instance.get_runs()} == {first_run, failed_run, retry_run}
+
+            # (d) The catalog lists both files as materialized partitions of `leads`.
+            page.goto(f"{base}/assets/leads?view=partitions")
+            expect(page.get_by_title(first_key)).to_be_visible(timeout=60_000)
+            expect(page.get_by_title(second_key)).to_be_visible()
+            expect(page.get_by_text("Materialized (2)")).to_be_visible()
+            page.get_by_title(first_key).click()
+            expect(_metadata_value(page, "rows_read")).to_contain_text("200")
+            expect(_metadata_value(page, "inserted")).to_contain_text(str(loaded))
+            # The run config typed in the Launchpad is the one the load used.
+            expect(_metadata_value(page, "on_existing")).to_contain_text("update")
+            shots.take(page, "catalog_partitions")
+        except Exception:
+            try:
+                shots.take(page, "failure")
+            except Exception as e:  # the page itself may be gone; the original error matters
+                print(f"no failure screenshot: {e}")
+            print(f"--- import-pipeline dev log (tail) ---\n{_tail(log_path)}")
+            raise
+        finally:
+            browser.close()
