@@ -15,6 +15,7 @@ def test_instance_dagster_yaml_settings(pipeline):
     # The queue daemon reads the `concurrency:` block through get_concurrency_config, not the coordinator.
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 4
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
     assert [(t["key"], t["value"], t["limit"]) for t in queue.tag_concurrency_limits] == [
         ("import_pipeline/target", "leads", 3)
     ]
