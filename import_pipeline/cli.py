@@ -48,7 +48,7 @@ def bootstrap(keep_server: bool = False) -> str:
 def _dev(args: argparse.Namespace) -> int:
     bootstrap()
     landing = landing_dir(home_dir())
-    print(f"Dagster UI: http://{DEV_HOST}:{DEV_PORT}   landing folder: {landing}", file=sys.stderr)
+    print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
     print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
     command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT)

@@ -30,6 +30,8 @@ SMTP_TO_ENV = "IMPORT_PIPELINE_SMTP_TO"
 DEFAULT_HOME = ".import_pipeline"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_INTERVAL_SECONDS = 3
+# Files the landing sensor looks at per tick: bounds the tick's time and the cursor's size.
+MAX_FILES_PER_TICK = 100
 # Files still being written by common tools and browsers carry one of these suffixes.
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.config import IN_PROGRESS_SUFFIXES, SENSOR_INTERVAL_SECONDS
+from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
 from import_pipeline.history import import_summary
@@ -45,14 +45,21 @@ class LandingScan:
     cursor: LandingCursor
 
 
-def scan_landing(landing: Path, cursor: LandingCursor) -> LandingScan:
-    """Files that stayed the same since the previous tick, and the cursor after taking them."""
+def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PER_TICK) -> LandingScan:
+    """Files that stayed the same since the previous tick, and the cursor after taking them.
+
+    At most `limit` files, the oldest first, are looked at per tick: the tick stays short and the
+    cursor small however many files land at once; the rest wait for the next ticks.
+    """
     fresh = []
     for entry in landed_entries(landing):
         stat = entry.stat()
         if stat.st_ctime_ns > cursor.high_water and cursor.handled.get(entry.name) != stat.st_ctime_ns:
             fresh.append((stat.st_ctime_ns, entry.name, entry, [stat.st_size, stat.st_mtime_ns]))
     fresh.sort(key=lambda item: item[:2])
+    # The high-water mark must stay below the files left for later ticks.
+    ceiling = fresh[limit][0] - 1 if len(fresh) > limit else None
+    fresh = fresh[:limit]
 
     ready, pending = [], {}
     for _, name, entry, signature in fresh:
@@ -65,6 +72,8 @@ def scan_landing(landing: Path, cursor: LandingCursor) -> LandingScan:
     oldest_pending = min((ctime for ctime, name, _, _ in fresh if name in pending), default=None)
     below = [c for c in handled_now.values() if oldest_pending is None or c < oldest_pending]
     high_water = max([cursor.high_water, *below])
+    if ceiling is not None:
+        high_water = max(cursor.high_water, min(high_water, ceiling))
     handled = {name: c for name, c in handled_now.items() if c > high_water}
     return LandingScan(ready, LandingCursor(high_water, handled, pending))
 
@@ -96,10 +105,11 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingFolder):
     for reason in skipped:
         context.log.info(reason)
     waiting = sorted(scan.cursor.pending)
+    named = ", ".join(waiting[:10]) + (f" and {len(waiting) - 10:,} more" if len(waiting) > 10 else "")
     if waiting:
-        context.log.info(f"waiting for files still being written: {', '.join(waiting)}")
+        context.log.info(f"waiting for files still being written: {named}")
     if not requests:
-        why = skipped or ([f"still being written: {', '.join(waiting)}"] if waiting else ["no new files"])
+        why = skipped or ([f"still being written: {named}"] if waiting else ["no new files"])
         return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(why)), cursor=scan.cursor.dump())
     return dg.SensorResult(
         run_requests=requests,

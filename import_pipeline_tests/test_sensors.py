@@ -5,6 +5,7 @@ import shutil
 
 import dagster as dg
 
+from import_pipeline.config import MAX_FILES_PER_TICK
 from import_pipeline.definitions import defs
 from import_pipeline.resources import LandingFolder
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
@@ -103,12 +104,20 @@ def test_landing_sensor_ignores_in_progress_hidden_dirs_and_outside_links(pipeli
 
 
 def test_landing_sensor_cursor_stays_small(pipeline):
-    for i in range(300):
+    """250 files at once: at most MAX_FILES_PER_TICK per tick, each exactly once, the cursor bounded."""
+    for i in range(250):
         (pipeline.landing / f"f{i:03}.csv").write_text(f"Company,Email\nC{i},c{i}@x.com\n")
 
-    result, requests = _ticks(pipeline, 3)
+    cursor, requested, cursor_sizes = None, [], []
+    for _ in range(6):  # each batch is seen once, then taken on the next tick
+        result, requests = _ticks(pipeline, 1, cursor)
+        cursor = result.cursor
+        assert len(requests) <= MAX_FILES_PER_TICK
+        requested += [r.tags["import_pipeline/source_file"] for r in requests]
+        cursor_sizes.append(len(cursor))
 
-    assert len(requests) == 300
+    assert sorted(requested) == [f"f{i:03}.csv" for i in range(250)]
+    assert max(cursor_sizes) < 60 * MAX_FILES_PER_TICK, cursor_sizes
     assert len(result.cursor) < 200, result.cursor
     (pipeline.landing / "late.csv").write_text(LEADS)
     result, requests = _ticks(pipeline, 2, result.cursor)

@@ -9,13 +9,6 @@ chromium (`apt-get install chromium`). Screenshots of every step are kept in `te
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -26,6 +19,7 @@ from import_pipeline.config import PROJECT_ROOT, UI_URL_ENV
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.launch import import_file
 from import_pipeline_tests.conftest import SAMPLES
+from import_pipeline_tests.dev_server import STARTUP_SECONDS, dev_server, free_port, tail
 from import_pipeline_tests.test_reexecution import FAIL_FIRST_LOAD, _started_steps
 
 pytestmark = pytest.mark.ui
@@ -34,7 +28,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 LOCATION = "import_pipeline"  # workspace.yaml
 LAUNCHPAD = f"/locations/{LOCATION}/jobs/import_leads_job/playground"
 RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
-STARTUP_SECONDS = 120
 RUN_SECONDS = 90
 
 RUN_CONFIG_YAML = """ops:
@@ -54,64 +47,6 @@ Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
 Initrode,Samir,Nagheenanajar,samir@initrode.example,+1 512 555 0102
 Chotchkie's,Joanna,,joanna@chotchkies.example,
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextmanager
-def _dev_server(port: int, log_path: Path):
-    """`import-pipeline dev --port PORT` with the test's environment; stops only what it started."""
-    cli = shutil.which("import-pipeline")
-    command = [cli] if cli else [sys.executable, "-m", "import_pipeline.cli"]
-    with log_path.open("wb") as log:
-        # Its own session: the CLI, `dagster dev`, the webserver, daemon, code server and run processes
-        # all share one process group this test owns.
-        process = subprocess.Popen(
-            [*command, "dev", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=os.environ.copy(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _answers(f"{base}/server_info"):
-            assert process.poll() is None, f"import-pipeline dev exited with {process.returncode}:\n{_tail(log_path)}"
-            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_SECONDS} s:\n{_tail(log_path)}"
-            time.sleep(0.5)
-        yield base
-    finally:
-        # What Ctrl+C does: the CLI forwards it and `dagster dev` shuts its services down.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # anything of ours still left in the group
-        except ProcessLookupError:
-            pass
-        process.wait()
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _land(pipeline, source: Path) -> str:
@@ -175,12 +110,12 @@ def _metadata_value(page: Page, label: str):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
 def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv(UI_URL_ENV, f"http://127.0.0.1:{port}")
     shots = Shots(Path(os.environ.get("UI_SCREENSHOTS") or PROJECT_ROOT / "test-artifacts" / "ui"))
     log_path = tmp_path / "dev.log"
 
-    with _dev_server(port, log_path) as base, sync_playwright() as p:
+    with dev_server(port, log_path) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless=new"])
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(30_000)
@@ -253,7 +188,7 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
                 shots.take(page, "failure")
             except Exception as e:  # the page itself may be gone; the original error matters
                 print(f"no failure screenshot: {e}")
-            print(f"--- import-pipeline dev log (tail) ---\n{_tail(log_path)}")
+            print(f"--- import-pipeline dev log (tail) ---\n{tail(log_path)}")
             raise
         finally:
             browser.close()

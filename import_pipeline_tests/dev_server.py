@@ -1,0 +1,82 @@
+"""`import-pipeline dev` started as a user starts it, for the browser test and the latency benchmark."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from import_pipeline.config import PROJECT_ROOT
+
+STARTUP_SECONDS = 120
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    """The last lines of a log."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def dev_server(port: int, log_path: Path) -> Iterator[str]:
+    """`import-pipeline dev --port PORT` with this process's environment; yields the UI's URL.
+
+    Stops only what it started: its own process group.
+    """
+    cli = shutil.which("import-pipeline")
+    command = [cli] if cli else [sys.executable, "-m", "import_pipeline.cli"]
+    with log_path.open("wb") as log:
+        # Its own session: the CLI, `dagster dev`, the webserver, daemon, code server and run processes
+        # all share one process group.
+        process = subprocess.Popen(
+            [*command, "dev", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _answers(f"{base}/server_info"):
+            if process.poll() is not None:
+                raise RuntimeError(f"import-pipeline dev exited with {process.returncode}:\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the UI did not answer within {STARTUP_SECONDS} s:\n{tail(log_path)}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        # What Ctrl+C does: the CLI forwards it and `dagster dev` shuts its services down.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # anything of ours still left in the group
+        except ProcessLookupError:
+            pass
+        process.wait()
