@@ -57,6 +57,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "status": status,
         **{k: metadata.get(k) for k in COUNT_KEYS},
         "duration_s": metadata.get("duration_s"),
+        "step_seconds": metadata.get("step_seconds"),
+        "load_seconds": metadata.get("load_seconds"),
         "source_file": metadata.get("source_file"),
         "already_imported_as": metadata.get("already_imported_as"),
         "started_at": record.start_time,

@@ -56,6 +56,19 @@ class Progress:
         self.log.info(f"{self.what}: {done:,} of {self.total:,} rows, {rate:,.0f} rows/s, about {(self.total - done) / rate:,.0f} s left")
 
 
+class Laps:
+    """How long each phase of the load took, to show where a slow import spends its time."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 2)
+        self._last = now
+
+
 def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, log=None) -> int:
     """COPY a frame's columns into `table` as CSV, slice by slice; returns the rows the server took."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
@@ -309,12 +322,14 @@ def load_import(
     config: LoadConfig,
     run_id: str,
     log=None,
+    laps: Laps | None = None,
 ) -> dict:
     """Load one file in one transaction; returns its counts.
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
     with `already_imported_as` naming the partition that holds these bytes.
     """
+    lap = laps or Laps()
     with conn.transaction(), conn.cursor() as cur:
         import_id = _claim_import(cur, summary, run_id)
         if import_id is None:
@@ -339,8 +354,11 @@ def load_import(
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
         cur.execute(sql.SQL("ANALYZE {}").format(staging))
         copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
+        lap("copy to staging")
         _match_existing(cur, staging, summary["match_keys"], summary["keep"])
+        lap("match existing")
         _apply(cur, staging, config, import_id, summary["source_file"])
+        lap("write leads")
         # In-file duplicates point at the lead their surviving row became.
         cur.execute(
             """
@@ -355,6 +373,7 @@ def load_import(
             """,
             (import_id,),
         )
+        lap("write history")
         cur.execute("SELECT action, count(*) FROM outcomes GROUP BY action")
         by_action = dict.fromkeys(OUTCOMES, 0) | dict(cur.fetchall())
         stored_rejects = copy_frame(
@@ -375,15 +394,17 @@ def load_import(
         }
         check_conservation(counts)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
+        lap("rejected rows")
+    lap("commit")
     return counts
 
 
-def load_with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, *args) -> dict:
+def load_with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, *args, laps: Laps) -> dict:
     """`load_import`, retried from scratch when it loses a race with another import (deadlock, serialization, insert)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with leads_db.connect() as conn:
             try:
-                return load_import(conn, *args, log=context.log)
+                return load_import(conn, *args, log=context.log, laps=laps)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, ConcurrentInsert) as e:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -415,8 +436,9 @@ def load(
     started = time.perf_counter()
     if config.assign in ("single", "round_robin") and not config.owners:
         raise dg.Failure(description=f"assign: {config.assign} needs `owners` in the load config")
+    laps = Laps()
     try:
-        counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id)
+        counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id, laps=laps)
     except CountsDoNotAddUp as e:
         raise dg.Failure(
             description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}", allow_retries=False
@@ -453,6 +475,8 @@ def load(
         "rows_per_s": round(counts["rows_read"] / duration) if duration else 0,
         "source_file": dg.MetadataValue.path(summary["source_file"]),
         "content_hash": summary["content_hash"],
+        "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in seconds.items()}),
+        "load_seconds": dg.MetadataValue.json(laps.seconds),
     }
     context.log_event(dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata))
     context.add_output_metadata(metadata)

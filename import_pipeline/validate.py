@@ -6,12 +6,12 @@ from typing import Optional
 
 import dagster as dg
 import pandera.polars as pa
-import phonenumbers
 import polars as pl
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from import_pipeline.config import ValidateConfig
 from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
+from import_pipeline.phones import e164_numbers_parallel
 from import_pipeline.report import top_reasons, top_reasons_markdown, write_reject_report
 from import_pipeline.resources import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
@@ -47,14 +47,7 @@ def valid_email(frame: pl.LazyFrame, email: pl.Expr) -> pl.Expr:
 def normalized_phone(phone: pl.Expr, frame: pl.DataFrame, region: str) -> pl.Expr:
     """E.164 for phones that phonenumbers finds valid (default region for local numbers), else null."""
     distinct = frame.select(phone.drop_nulls().unique()).to_series().to_list()
-    e164 = {}
-    for raw in distinct:
-        try:
-            number = phonenumbers.parse(raw, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            e164[raw] = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = e164_numbers_parallel(distinct, region)
     return phone.replace_strict(e164, default=None, return_dtype=pl.String)
 
 

@@ -1,6 +1,9 @@
 """The project's dagster.yaml, loaded into a real instance exactly as the CLI and the UI load it."""
 
+import psycopg
 from dagster._core.storage.runs.base import RunStorage
+
+from import_pipeline.resources import bulk_load_settings, start_embedded_server
 
 
 def test_instance_dagster_yaml_settings(pipeline):
@@ -29,3 +32,14 @@ def test_instance_imports_carry_the_queue_tag_and_the_load_pool():
 
     assert import_leads_job.tags["import_pipeline/target"] == "leads"
     assert import_leads_job.graph.node_named("load").definition.pool == "leads_db"
+
+
+def test_instance_embedded_server_is_tuned_for_bulk_loads(tmp_path):
+    url = start_embedded_server(tmp_path / "home")
+
+    with psycopg.connect(url) as conn:
+        live = dict(conn.execute("SELECT name, current_setting(name) FROM unnest(%s::text[]) name", (["max_wal_size", "checkpoint_timeout"],)).fetchall())
+        # shared_buffers is read at server start: it is written for the next one.
+        written = dict(conn.execute("SELECT name, setting FROM pg_file_settings WHERE applied OR name = 'shared_buffers'").fetchall())
+    assert live == {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+    assert written["shared_buffers"] == bulk_load_settings()["shared_buffers"]

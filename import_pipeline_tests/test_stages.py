@@ -7,6 +7,7 @@ import polars as pl
 import psycopg
 import pytest
 
+from import_pipeline import phones
 from import_pipeline.dedupe import drop_in_file_duplicates, email_key, with_keys
 from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation
@@ -167,6 +168,21 @@ def test_normalized_phone_uses_the_default_region():
     as_us = phones.select(normalized_phone(pl.col("phone"), phones, "US")).to_series().to_list()
     assert as_fr == ["+33123456789", "+14155552671", None, None]
     assert as_us == [None, "+14155552671", None, None]
+
+
+def test_normalized_phone_in_helper_processes_matches_one_process(monkeypatch):
+    """Large files spread the library calls over helper processes; the answers must not change."""
+    raw = [f"06 12 34 {i:02d} {j:02d}" for i in range(10) for j in range(10)] + ["+1 415 555 2671", "12", "(415) 555-2671"]
+    monkeypatch.setattr(phones, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(phones.os, "cpu_count", lambda: 3)
+    helped, in_helper = [], phones._in_helper
+    monkeypatch.setattr(phones, "_in_helper", lambda chunk, region: helped.append(len(chunk)) or in_helper(chunk, region))
+
+    spread = phones.e164_numbers_parallel(raw, "FR")
+
+    assert helped == [34, 34], "two helper processes took a third each"
+    assert spread == phones.e164_numbers(raw, "FR")
+    assert len(spread) == 101 and spread["06 12 34 05 07"] == "+33612340507"
 
 
 def test_bare_host_url_cases():
