@@ -181,23 +181,35 @@ class HeaderPosition:
     lines_above: int = 0
 
 
-def find_header(sample: str, delimiter: str) -> HeaderPosition:
-    """The header: the first record naming the company column, else the first non-blank one.
+def header_index(rows: list[list[str | None]]) -> int:
+    """Which of a file's first rows is the header.
 
-    Exports put blank lines, a report title or an export date above the header.
+    Exports put blank lines, a report title or an export date above it, one filled cell each: the
+    header is the first row naming the company column or filling two cells or more. A row of data is
+    never skipped. Without such a row (a one-column file), the first non-blank row.
     """
+    first = None
+    for i, row in enumerate(rows):
+        filled = sum(1 for cell in row if cell is not None and str(cell).strip())
+        if filled and (maps_company(row) or filled > 1):
+            return i
+        if filled and first is None:
+            first = i
+    return first or 0
+
+
+def find_header(sample: str, delimiter: str) -> HeaderPosition:
+    """Where a CSV's header starts (see `header_index`)."""
     reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
-    first_filled, lines_above = None, 0
+    rows, lines_above = [], [0]
     try:
-        for n, row in enumerate(itertools.islice(reader, HEADER_SEARCH_ROWS)):
-            if maps_company(row):
-                return HeaderPosition(n, lines_above)
-            if first_filled is None and any(c.strip() for c in row):
-                first_filled = HeaderPosition(n, lines_above)
-            lines_above = reader.line_num
+        for row in itertools.islice(reader, HEADER_SEARCH_ROWS):
+            rows.append(row)
+            lines_above.append(reader.line_num)
     except csv.Error:
-        pass  # a broken quote in the sample: the full read below reports it with its line
-    return first_filled or HeaderPosition()
+        pass  # a broken quote in the sample: the full read reports it with its line
+    at = header_index(rows)
+    return HeaderPosition(at, lines_above[at])
 
 
 def _record_widths(path: Path, delimiter: str, header: HeaderPosition) -> tuple[list[str], list[int]]:
@@ -325,9 +337,7 @@ def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> Raw
     if table.height == 0:
         raise FileRejected(f"the sheet {name!r} is empty; name another in run config (parse: sheet): {names}")
     rows = table.head(HEADER_SEARCH_ROWS).rows()
-    header_at = next((i for i, row in enumerate(rows) if maps_company(list(row))), None)
-    if header_at is None:
-        header_at = next((i for i, row in enumerate(rows) if sum(c is not None for c in row) >= 2), 0)
+    header_at = header_index([list(row) for row in rows])
     headers = [c if c is not None else f"column_{i + 1}" for i, c in enumerate(rows[header_at])]
     cells = table.slice(header_at + 1)
     cells = cells.rename({c: f"c{i}" for i, c in enumerate(cells.columns)}).with_columns(

@@ -12,7 +12,7 @@ from import_pipeline.dedupe import drop_in_file_duplicates, email_key, with_keys
 from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
-from import_pipeline.parse import read_leads
+from import_pipeline.parse import header_index, read_leads
 from import_pipeline.schema import MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
 from import_pipeline.validate import bare_host_url, normalized_phone, valid_email
@@ -160,6 +160,21 @@ def test_progress_reports_rows_rate_and_time_left_but_not_when_done():
 def test_valid_email_as_email_validator_judges(email, valid):
     frame = pl.DataFrame({"email": [email]})
     assert frame.select(valid_email(frame.lazy(), pl.col("email"))).item() is valid
+
+
+@pytest.mark.parametrize(
+    ("rows", "header"),
+    [
+        ([["Company", "Email"], ["Acme", "a@x.com"]], 0),
+        ([["Leads report", None], [], [None, "Exported 2026-11-24"], ["Company", "Email"]], 3),
+        ([["Table 1", ""], ["A", "B"], ["8", "9"]], 1),  # no company column: the first full row
+        # "Account" names the company column, but a row of data is never skipped to reach it.
+        ([["Type", "Name"], ["Account", "Acme"]], 0),
+        ([[""], ["Export"], ["Company"], ["Acme"]], 2),  # one column: the row naming it
+    ],
+)
+def test_header_index_skips_banners_but_never_data(rows, header):
+    assert header_index(rows) == header
 
 
 def test_normalized_phone_uses_the_default_region():
