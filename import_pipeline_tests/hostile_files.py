@@ -234,6 +234,11 @@ def _failures() -> list[Hostile]:
         Hostile("blank_lines.csv", b"\n\n  \n", error="the file is empty"),
         Hostile("header_only.csv", b"Company,Email\r\n", error="the file has a header but no records"),
         Hostile("binary.csv", bytes(range(256)) * 40, error="binary content: this is not a text file"),
+        # Text-like bytes that no encoding makes sense of (no control bytes, not UTF-8, no code page fits).
+        Hostile(
+            "undecodable.csv", bytes(range(0x80, 0x100)) * 40,
+            error="undecodable content: the text is neither UTF-8 nor any other encoding we recognise",
+        ),
         Hostile("picture.csv", png, error="unsupported format: a PNG image, not a CSV or Excel file"),
         Hostile("leads.zip", plain_zip.getvalue(), error="unsupported format: a ZIP archive that is not an Excel workbook"),
         Hostile(
