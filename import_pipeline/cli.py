@@ -122,6 +122,12 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(_args: argparse.Namespace) -> int:
+    bootstrap()
+    print("leads schema migrated; Dagster storage and the leads_db pool ready", file=sys.stderr)
+    return 0
+
+
 def _dsn(_args: argparse.Namespace) -> int:
     url = bootstrap(keep_server=True)
     print(url)
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("--json", action="store_true")
     history.add_argument("--limit", type=int, default=20)
     history.set_defaults(handler=_history)
+
+    init = commands.add_parser("init", help="migrate the databases and create the load pool, then exit (deployments)")
+    init.set_defaults(handler=_init)
 
     dsn = commands.add_parser("dsn", help="print the leads database connection string")
     dsn.set_defaults(handler=_dsn)

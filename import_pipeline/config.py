@@ -18,6 +18,8 @@ CODE_LOCATION = "import_pipeline"
 LANDING_DIR_ENV = "IMPORT_PIPELINE_LANDING_DIR"
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DIR_ENV = "IMPORT_PIPELINE_DAGSTER_DIR"
+# The folder holding the dagster.yaml the CLI's processes use; default: the repository's own.
+DAGSTER_HOME_ENV = "IMPORT_PIPELINE_DAGSTER_HOME"
 S3_BUCKET_ENV = "IMPORT_PIPELINE_S3_BUCKET"
 S3_PREFIX_ENV = "IMPORT_PIPELINE_S3_PREFIX"
 S3_ENDPOINT_ENV = "IMPORT_PIPELINE_S3_ENDPOINT_URL"
@@ -83,7 +85,7 @@ def process_environment(home: Path, leads_url: str, dagster_url: str) -> dict[st
         HOME_ENV: str(home),
         DATABASE_URL_ENV: leads_url,
         DAGSTER_PG_URL_ENV: dagster_url,
-        "DAGSTER_HOME": str(PROJECT_ROOT),
+        "DAGSTER_HOME": os.environ.get(DAGSTER_HOME_ENV) or str(PROJECT_ROOT),
         DAGSTER_DIR_ENV: str(dagster_dir(home)),
     }
 

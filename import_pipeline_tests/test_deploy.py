@@ -175,10 +175,10 @@ def test_deploy_init_service_migrates_and_creates_the_load_pool(pipeline, deploy
     assert LOAD_POOL not in pipeline.instance.event_log_storage.get_concurrency_keys()
 
     command = COMPOSE["services"]["init"]["command"]
-    assert command[0] == "python"
+    assert command[0] == "import-pipeline"
     done = subprocess.run(
-        [sys.executable, *command[1:]],
-        env=os.environ | {"IMPORT_PIPELINE_DATABASE_URL": leads_url},
+        [sys.executable, "-m", "import_pipeline.cli", *command[1:]],
+        env=os.environ | {"IMPORT_PIPELINE_DATABASE_URL": leads_url, "IMPORT_PIPELINE_DAGSTER_HOME": deploy_env["DAGSTER_HOME"]},
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -217,6 +217,8 @@ def test_deploy_dockerfile_matches_compose():
     assert dagster_home == f"{workdir}/deploy"
     for service in DAGSTER_SERVICES:
         assert _environment(service)["DAGSTER_HOME"] == dagster_home
+        # `import-pipeline` commands in the containers (init among them) use the same instance.
+        assert _environment(service)["IMPORT_PIPELINE_DAGSTER_HOME"] == dagster_home
     for service in ("webserver", "daemon"):
         assert _option(COMPOSE["services"][service]["command"], "-w", "--workspace") == f"{dagster_home}/workspace.yaml"
     assert COMPOSE["services"]["webserver"]["command"][0] == "dagster-webserver"
