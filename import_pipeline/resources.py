@@ -22,7 +22,6 @@ LEADS_DATABASE = "leads"
 DAGSTER_DATABASE = "dagster"
 
 
-@cache
 def bulk_load_settings() -> dict[str, str]:
     """Server settings for large imports: fewer checkpoints, index pages kept in memory.
 
@@ -40,6 +39,7 @@ def _tune(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_reload_conf()")
 
 
+@cache
 def start_embedded_server(home: Path, keep_running: bool = False) -> str:
     """Start (or reuse) the embedded PostgreSQL under `home/pgdata`; return the leads database URL.
 
