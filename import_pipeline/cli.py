@@ -8,17 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+
 from import_pipeline.config import (
     DATABASE_URL_ENV,
     PROJECT_ROOT,
     dagster_storage_url,
     home_dir,
-    initialize_pools,
     landing_dir,
     process_environment,
 )
 from import_pipeline.history import COUNT_KEYS
-from import_pipeline.resources import embedded_dagster_url, migrate_once, start_embedded_server
+from import_pipeline.resources import embedded_dagster_url, initialize_pools, migrate_once, start_embedded_server
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
 
@@ -38,8 +39,6 @@ def bootstrap(keep_server: bool = False) -> str:
         dagster_url = dagster_storage_url(embedded_dagster_url(leads_url))
     migrate_once(leads_url)
     os.environ.update(process_environment(home, leads_url, dagster_url))
-    import dagster as dg
-
     with dg.DagsterInstance.get() as instance:
         initialize_pools(instance)
     return leads_url

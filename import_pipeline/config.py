@@ -6,7 +6,6 @@ from enum import Enum
 from typing import Literal
 
 import dagster as dg
-import sqlalchemy
 from pydantic import Field
 
 HOME_ENV = "IMPORT_PIPELINE_HOME"
@@ -164,15 +163,3 @@ class CleanupConfig(dg.Config):
     retention_days: int = Field(default=90, description="Anything older is removed.")
     dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")
 
-
-def initialize_pools(instance: dg.DagsterInstance) -> None:
-    """Create the load pool's limit before the first imports do: two runs creating it at once collide."""
-    storage = instance.event_log_storage
-    if LOAD_POOL in storage.get_concurrency_keys():
-        return
-    try:
-        storage.initialize_concurrency_limit_to_default(LOAD_POOL)
-    except sqlalchemy.exc.DBAPIError:
-        # Another process created it first; on PostgreSQL Dagster's own insert-or-update then fails.
-        if LOAD_POOL not in storage.get_concurrency_keys():
-            raise

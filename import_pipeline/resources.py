@@ -12,10 +12,11 @@ import dagster as dg
 import polars as pl
 import psutil
 import psycopg
+import sqlalchemy
 from psycopg import sql
 
 from import_pipeline import schema
-from import_pipeline.config import dagster_dir, landing_dir
+from import_pipeline.config import LOAD_POOL, dagster_dir, landing_dir
 from import_pipeline.landing import move_aside
 
 LEADS_DATABASE = "leads"
@@ -68,6 +69,19 @@ def start_embedded_server(home: Path, keep_running: bool = False) -> str:
 def embedded_dagster_url(leads_url: str) -> str:
     """The embedded server's `dagster` database, beside the leads database."""
     return leads_url.replace(f"/{LEADS_DATABASE}?", f"/{DAGSTER_DATABASE}?", 1)
+
+
+def initialize_pools(instance: dg.DagsterInstance) -> None:
+    """Create the load pool's limit before the first imports do: two runs creating it at once collide."""
+    storage = instance.event_log_storage
+    if LOAD_POOL in storage.get_concurrency_keys():
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(LOAD_POOL)
+    except sqlalchemy.exc.DBAPIError:
+        # Another process created it first; on PostgreSQL Dagster's own insert-or-update then fails.
+        if LOAD_POOL not in storage.get_concurrency_keys():
+            raise
 
 
 @cache

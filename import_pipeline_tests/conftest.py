@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from import_pipeline.config import dagster_storage_url, initialize_pools, landing_dir, process_environment
-from import_pipeline.resources import migrate_once
+from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
+from import_pipeline.resources import initialize_pools, migrate_once
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"
