@@ -18,7 +18,6 @@ from playwright.sync_api import Page, expect, sync_playwright
 from import_pipeline.config import PROJECT_ROOT, UI_URL_ENV
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.launch import import_file
-from import_pipeline_tests.conftest import SAMPLES
 from import_pipeline_tests.dev_server import STARTUP_SECONDS, dev_server, free_port, tail
 from import_pipeline_tests.test_reexecution import FAIL_FIRST_LOAD, _started_steps
 
@@ -30,17 +29,22 @@ LAUNCHPAD = f"/locations/{LOCATION}/jobs/import_leads_job/playground"
 RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
 RUN_SECONDS = 90
 
+# The issue's Launchpad config: strict mode, a strategy and a mapping profile (not the file name's).
 RUN_CONFIG_YAML = """ops:
   parse:
     config:
-      mapping_profile: ''
+      mapping_profile: hubspot_contacts
   validate:
     config:
-      mode: lenient
+      mode: strict
   load:
     config:
       on_existing: update
 """
+# A clean HubSpot-style export (strict mode loads it): 30 rows, the last 2 repeat the first 2 emails.
+FIRST_FILE = "Record ID,First Name,Last Name,Company Name,Email,Phone Number\n" + "".join(
+    f"{900 + i},Ann{i},Lee,Company {i},ann{i % 28}@example.com,+1 512 555 {1000 + i}\n" for i in range(30)
+)
 
 SECOND_FILE = """Company Name,First Name,Last Name,Email,Phone
 Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
@@ -99,6 +103,15 @@ def _launch_from_launchpad(page: Page, base: str, key: str, shots: Shots, name: 
     return RUN_URL.search(page.url).group(1)
 
 
+def _parse_details(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """What the run's parse step detected about its file (its `file` metadata)."""
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
+        event = record.event_log_entry.dagster_event
+        if event.step_key == "parse" and "file" in event.step_output_data.metadata:
+            return event.step_output_data.metadata["file"].value
+    raise AssertionError(f"run {run_id} has no parse metadata")
+
+
 def _status(page: Page, status: str) -> None:
     """The run header's status tag reads `status` (the page updates live)."""
     expect(page.get_by_text(status, exact=True).first).to_be_visible(timeout=RUN_SECONDS * 1000)
@@ -121,7 +134,9 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
         page.set_default_timeout(30_000)
         try:
             # (a) A landed file, launched from the Launchpad with its partition and run config.
-            first_key = _land(pipeline, SAMPLES / "leads_sample_overlap.csv")
+            first = tmp_path / "contacts_export.csv"
+            first.write_text(FIRST_FILE)
+            first_key = _land(pipeline, first)
             first_run = _launch_from_launchpad(page, base, first_key, shots, "first")
 
             # (b) The run succeeds and its counts are on the run page.
@@ -131,13 +146,14 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             page.get_by_placeholder("Filter…").fill("type:ASSET_MATERIALIZATION")
             expect(page.get_by_text("Materialized value leads.")).to_be_visible()
             loaded = pipeline.scalar("SELECT count(*) FROM leads")
-            # samples/README.md: 200 rows, 8 rejected, 3 duplicates within the file, none existing.
-            assert loaded == 200 - 8 - 3
-            for label, value in [("rows_read", 200), ("rows_rejected", 8), ("duplicates_in_file", 3), ("inserted", loaded)]:
+            assert loaded == 30 - 2
+            for label, value in [("rows_read", 30), ("duplicates_in_file", 2), ("inserted", loaded)]:
                 expect(_metadata_value(page, label)).to_contain_text(str(value))
             shots.take(page, "first_run_metadata")
             assert pipeline.instance.get_run_by_id(first_run).status == dg.DagsterRunStatus.SUCCESS
-            assert not (pipeline.landing / "leads_sample_overlap.csv").exists(), "an imported file is archived"
+            assert _parse_details(pipeline.instance, first_run)["mapping_profile"] == "hubspot_contacts"
+            assert pipeline.scalar("SELECT count(*) FROM leads WHERE external_id = '901' AND phone_e164 = '+15125551001'") == 1
+            assert not (pipeline.landing / first.name).exists(), "an imported file is archived"
 
             # (c) An import started from the command line fails on a real database error the first
             # time; the UI re-executes it from failure.
@@ -178,7 +194,7 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             expect(page.get_by_title(second_key)).to_be_visible()
             expect(page.get_by_text("Materialized (2)")).to_be_visible()
             page.get_by_title(first_key).click()
-            expect(_metadata_value(page, "rows_read")).to_contain_text("200")
+            expect(_metadata_value(page, "rows_read")).to_contain_text("30")
             expect(_metadata_value(page, "inserted")).to_contain_text(str(loaded))
             # The run config typed in the Launchpad is the one the load used.
             expect(_metadata_value(page, "on_existing")).to_contain_text("update")
