@@ -197,6 +197,7 @@ def _excel() -> list[Hostile]:
 def _mappings() -> list[Hostile]:
     french = ["Société", "Prénom", "Nom", "E-mail", "Téléphone", "Ville", "Pays"]
     datablist = ["Account Name", "First Name", "Last Name", "Email 1", "Phone 1", "Record ID", "Person Linkedin Url"]
+    sales_navigator = ["First Name", "Last Name", "Title", "Company", "Company Domain", "Location", "Profile URL", "Email"]
     hubspot = ["Record ID", "First Name", "Company Name", "Email", "Phone Number", "Website URL", "Country/Region"]
     salesforce = ["Lead ID", "Account Name", "Last Name", "Email", "Mobile", "Description", "Lead Owner"]
     return [
@@ -209,6 +210,13 @@ def _mappings() -> list[Hostile]:
             "datablist_people.csv", table([["Acme", "Ann", "Lee", "ann@acme.com", "555-0100", "R-1", "https://linkedin.com/in/ann"]], headers=datablist).encode(),
             rows_read=1,
             values={2: {"company_name": "Acme", "email": "ann@acme.com", "phone": "555-0100", "external_id": "R-1", "extra.Person Linkedin Url": "https://linkedin.com/in/ann"}},
+        ),
+        Hostile(
+            "sales_navigator_list.csv",
+            table([["Ann", "Lee", "VP Sales", "Acme", "acme.com", "Lyon, France", "https://linkedin.com/in/ann", "ann@acme.com"]], headers=sales_navigator).encode(),
+            rows_read=1,
+            values={2: {"company_name": "Acme", "title": "VP Sales", "company_website": "acme.com", "email": "ann@acme.com",
+                        "extra.Location": "Lyon, France", "extra.Profile URL": "https://linkedin.com/in/ann"}},
         ),
         Hostile(
             "hubspot-contacts-2026.csv", table([["901", "Ann", "Acme", "ann@acme.com", "555-0100", "acme.com", "France"]], headers=hubspot).encode(),

@@ -65,6 +65,8 @@ def test_hostile_file_failures_quarantine_and_load_nothing(pipeline):
         assert (pipeline.home / "quarantine" / f"{hostile.name}.reason.txt").read_text() == reason + "\n"
         run = pipeline.instance.get_run_by_id(result["run_id"])
         assert run.status.value == "FAILURE"
+        (failure,) = pipeline.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+        assert failure.event_log_entry.dagster_event.step_failure_data.user_failure_data.metadata["reason"].value == reason
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
     # The sensor carries on: the next good file is picked up, the quarantined ones are not.
