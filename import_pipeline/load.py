@@ -57,9 +57,10 @@ class Progress:
 
 
 class Laps:
-    """How long each phase of the load took, to show where a slow import spends its time."""
+    """How long each phase of the load took, logged as it ends: long set-based statements report no rows."""
 
-    def __init__(self):
+    def __init__(self, log=None):
+        self.log = log
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
 
@@ -67,6 +68,8 @@ class Laps:
         now = time.perf_counter()
         self.seconds[phase] = round(now - self._last, 2)
         self._last = now
+        if self.log is not None:
+            self.log.info(f"load: {phase} took {self.seconds[phase]:,.1f} s")
 
 
 def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, log=None) -> int:
@@ -436,7 +439,7 @@ def load(
     started = time.perf_counter()
     if config.assign in ("single", "round_robin") and not config.owners:
         raise dg.Failure(description=f"assign: {config.assign} needs `owners` in the load config")
-    laps = Laps()
+    laps = Laps(context.log)
     try:
         counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id, laps=laps)
     except CountsDoNotAddUp as e:
