@@ -44,5 +44,6 @@ def write_reject_report(rejected: pl.DataFrame, headers: list[str], path: Path) 
     report = reasons_by_line(rejected).join(raw, on="line", how="left").sort("line", maintain_order=True)
     report = report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report.write_csv(path)
+    # The byte-order mark makes Excel read the file as UTF-8: accents survive a double-click.
+    report.write_csv(path, include_bom=True)
     return path

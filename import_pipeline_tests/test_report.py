@@ -22,6 +22,7 @@ def test_report_reject_report_opens_safely_with_every_reason(pipeline, tmp_path)
 
     assert result["status"] == "success", result["error"]
     report = pipeline.home / "reports" / f"{result['partition_key']}.rejects.csv"
+    assert report.read_bytes().startswith("\ufeffline,".encode())
     rows = pl.read_csv(report, infer_schema=False).rows()
     assert rows == [
         ("3", "company_name", "company_name is required", None, "'=HYPERLINK(\"http://evil\")", "'+1 call"),
