@@ -33,6 +33,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_INTERVAL_SECONDS = 3
 # Files the landing sensor looks at per tick: bounds the tick's time and the cursor's size.
 MAX_FILES_PER_TICK = 100
+# 50k records of a 15-column export take about 100 MB in flight (frames and their copies). The suite sets a tiny size through the
+# environment so that every test crosses chunk boundaries.
+CHUNK_ROWS_ENV = "IMPORT_PIPELINE_CHUNK_ROWS"
+DEFAULT_CHUNK_ROWS = int(os.environ.get(CHUNK_ROWS_ENV) or 50_000)
 # Files still being written by common tools and browsers carry one of these suffixes.
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
 
@@ -103,6 +107,11 @@ class ParseConfig(dg.Config):
     )
     max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
     max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")
+    chunk_rows: int = Field(
+        default=DEFAULT_CHUNK_ROWS,
+        gt=0,
+        description="Records read, validated and keyed at a time: memory follows the chunk, not the file.",
+    )
 
 
 class MatchKey(str, Enum):

@@ -1,20 +1,18 @@
-"""Dedupe: normalized match keys, and one record per key within the file.
-
-Which existing lead a record matches is decided by the load, inside its transaction: only there is
-the answer exact while other imports write at the same time.
-"""
+"""Dedupe: normalized match keys per record, and the SQL that keeps one row per key within the file and
+matches rows to existing leads; the load runs that SQL inside its transaction, on the staged file."""
 
 import time
 
 import dagster as dg
 import polars as pl
+import psycopg
+from psycopg import sql
 
 from import_pipeline.config import DedupeConfig, MatchKey
-from import_pipeline.parse import SOURCE_ROW
+from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"
 KEY_COLUMNS = {"email": EMAIL_KEY, "external_id": EXTERNAL_KEY, "phone_company": PHONE_COMPANY_KEY}
-DUPLICATE_OF_ROW, SURVIVOR_ROW = "duplicate_of_row", "survivor_row"
 
 
 def email_key(email: pl.Expr) -> pl.Expr:
@@ -44,52 +42,94 @@ def with_keys(valid: pl.DataFrame, source: str) -> pl.DataFrame:
     )
 
 
-def drop_in_file_duplicates(
-    keyed: pl.DataFrame, keys: list[str], keep: str = "first"
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(kept records, duplicates) where each duplicate names the line it repeats and the row that survived.
+def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str = "first") -> None:
+    """Move staged rows that repeat an earlier row's key (`keep`: or a later one's) into `outcomes`.
 
-    Keys apply in priority order; a record without a key is never a duplicate by that key.
+    Keys apply in priority order; a row without a key is never a duplicate by that key. Each duplicate
+    names the line it repeats and, following the chain when that line lost to a later key, the line
+    that survived. Runs in PostgreSQL: the whole file is never in memory at once.
     """
-    kept = keyed.sort(SOURCE_ROW)
-    duplicates = []
-    for key in (KEY_COLUMNS[k] for k in keys):
-        winner = (pl.col(SOURCE_ROW).first() if keep == "first" else pl.col(SOURCE_ROW).last()).over(key)
-        kept = kept.with_columns(pl.when(pl.col(key).is_not_null()).then(winner).alias(DUPLICATE_OF_ROW))
-        losers = pl.col(DUPLICATE_OF_ROW).is_not_null() & (pl.col(DUPLICATE_OF_ROW) != pl.col(SOURCE_ROW))
-        duplicates.append(kept.filter(losers).select(SOURCE_ROW, DUPLICATE_OF_ROW))
-        kept = kept.filter(~losers).drop(DUPLICATE_OF_ROW)
-    found = pl.concat(duplicates) if duplicates else pl.DataFrame(schema={SOURCE_ROW: pl.Int64, DUPLICATE_OF_ROW: pl.Int64})
+    order = sql.SQL("ASC" if keep == "first" else "DESC")
+    for name in keys:
+        key = sql.Identifier(KEY_COLUMNS[name])
+        cur.execute(
+            sql.SQL(
+                """
+                WITH ranked AS (
+                    SELECT source_row, first_value(source_row) OVER (PARTITION BY {key} ORDER BY source_row {order}) AS kept
+                    FROM {staging} WHERE {key} IS NOT NULL
+                ), moved AS (
+                    INSERT INTO outcomes (source_row, action, duplicate_of_row, survivor_row)
+                    SELECT source_row, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
+                    RETURNING source_row
+                )
+                DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
+                """
+            ).format(key=key, order=order, staging=staging)
+        )
     # A row kept by one key may lose to another later: follow the chain to the row that survived.
-    survivors = found.with_columns(pl.col(DUPLICATE_OF_ROW).alias(SURVIVOR_ROW))
-    for _ in keys:
-        survivors = survivors.join(
-            found.select(pl.col(SOURCE_ROW).alias(SURVIVOR_ROW), pl.col(DUPLICATE_OF_ROW).alias("next")),
-            on=SURVIVOR_ROW,
-            how="left",
-        ).select(SOURCE_ROW, DUPLICATE_OF_ROW, pl.coalesce("next", SURVIVOR_ROW).alias(SURVIVOR_ROW))
-    return kept, survivors.sort(SOURCE_ROW)
+    for _ in keys[1:]:
+        cur.execute(
+            """
+            UPDATE outcomes d SET survivor_row = n.duplicate_of_row FROM outcomes n
+            WHERE d.action = 'duplicate_in_file' AND n.action = 'duplicate_in_file' AND n.source_row = d.survivor_row
+            """
+        )
 
 
-@dg.op(out={"leads": dg.Out(), "duplicates": dg.Out(), "summary": dg.Out()})
-def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: pl.DataFrame, summary: dict):
-    """Compute the match keys and keep one record per key within the file."""
+def match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str) -> None:
+    """Point each staged row at the live lead it matches, key by key in priority order.
+
+    Two rows matching one lead keep only one (`keep`); the others become in-file duplicates. Runs in
+    the load's transaction: only there is the answer exact while other imports write at the same time.
+    """
+    for name in keys:
+        key = sql.Identifier(KEY_COLUMNS[name])
+        # Email is unique among live leads; the weaker keys may match several, and the oldest wins.
+        candidates = sql.SQL(
+            "leads" if name == "email" else "(SELECT DISTINCT ON ({key}) * FROM leads "
+            "WHERE {key} IN (SELECT {key} FROM {staging}) AND deleted_at IS NULL AND duplicate_of IS NULL "
+            "ORDER BY {key}, id)"
+        ).format(key=key, staging=staging)
+        cur.execute(
+            sql.SQL(
+                """
+                UPDATE {staging} s SET match_id = l.id
+                FROM {candidates} l
+                WHERE s.match_id IS NULL AND l.{key} = s.{key} AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
+                """
+            ).format(staging=staging, candidates=candidates, key=key)
+        )
+    order = sql.SQL("ASC" if keep == "first" else "DESC")
+    cur.execute(
+        sql.SQL(
+            """
+            WITH ranked AS (
+                SELECT source_row, match_id,
+                       first_value(source_row) OVER (PARTITION BY match_id ORDER BY source_row {order}) AS kept
+                FROM {staging} WHERE match_id IS NOT NULL
+            ), moved AS (
+                INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
+                SELECT source_row, match_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
+                RETURNING source_row
+            )
+            DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
+            """
+        ).format(staging=staging, order=order)
+    )
+
+
+@dg.op(out={"leads": dg.Out(), "summary": dg.Out()})
+def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, landing: LandingFolder, valid: Parts, summary: dict):
+    """Compute each valid record's match keys, chunk by chunk; the load drops duplicates by them."""
     started = time.perf_counter()
     keys = [MatchKey(k).value for k in config.match_keys]
-    unique, duplicates = drop_in_file_duplicates(with_keys(valid, config.source), keys, config.keep)
-    summary = summary | {"duplicates_in_file": duplicates.height, "match_keys": keys, "keep": config.keep}
+    keyed = PartsWriter(step_output_dir(landing.home, context.run_id, str(context.op_handle)) / "leads")
+    for chunk in valid.frames():
+        keyed.write(with_keys(chunk, config.source))
+    keyed = keyed.parts()
+    summary = summary | {"match_keys": keys, "keep": config.keep}
     summary["seconds"] = summary["seconds"] | {"dedupe": time.perf_counter() - started}
-    context.add_output_metadata({"unique_in_file": unique.height}, output_name="leads")
-    context.add_output_metadata(
-        {"duplicates_in_file": duplicates.height, "first_duplicates": dg.MetadataValue.md(_markdown(duplicates.head(10)))},
-        output_name="duplicates",
-    )
-    yield dg.Output(unique, "leads")
-    yield dg.Output(duplicates, "duplicates")
+    context.add_output_metadata({"rows_keyed": keyed.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads")
+    yield dg.Output(keyed, "leads")
     yield dg.Output(summary, "summary")
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    lines = ["| line | duplicate of line |", "| --- | --- |"]
-    lines += [f"| {row} | {of} |" for row, of, _ in frame.iter_rows()]
-    return "\n".join(lines)

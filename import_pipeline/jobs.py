@@ -19,5 +19,5 @@ def import_leads_job():
     """Import one landed file of leads."""
     records, parsed = parse()
     valid, rejected, validated = validate(records, parsed)
-    leads, duplicates, deduped = dedupe(valid, validated)
-    archive_file(load(leads, duplicates, rejected, deduped))
+    leads, deduped = dedupe(valid, validated)
+    archive_file(load(leads, rejected, deduped))

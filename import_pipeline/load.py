@@ -7,6 +7,7 @@ import io
 import json
 import random
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +16,9 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.config import LOAD_POOL, LoadConfig
-from import_pipeline.dedupe import DUPLICATE_OF_ROW, EMAIL_KEY, EXTERNAL_KEY, KEY_COLUMNS, PHONE_COMPANY_KEY, SURVIVOR_ROW
+from import_pipeline.dedupe import EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, drop_in_file_duplicates, match_existing
 from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
-from import_pipeline.resources import LandingFolder, LeadsDatabase
+from import_pipeline.resources import LandingFolder, LeadsDatabase, Parts
 from import_pipeline.schema import CANONICAL_FIELDS
 from import_pipeline.validate import NUL_SHOWN_AS
 
@@ -72,18 +73,21 @@ class Laps:
             self.log.info(f"load: {phase} took {self.seconds[phase]:,.1f} s")
 
 
-def copy_frame(cur: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, log=None) -> int:
-    """COPY a frame's columns into `table` as CSV, slice by slice; returns the rows the server took."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, frame.columns))
-    )
-    progress = Progress(log, f"copying into {table.as_string(cur)}", frame.height)
+def copy_frames(
+    cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[str], frames: Iterable[pl.DataFrame], total: int, log=None
+) -> int:
+    """COPY frames with these columns into `table` as CSV, slice by slice; returns the rows the server took."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    progress = Progress(log, f"copying into {table.as_string(cur)}", total)
+    done = 0
     with cur.copy(statement) as copy:
-        for done, part in enumerate(frame.iter_slices(COPY_SLICE_ROWS), start=1):
-            buffer = io.BytesIO()
-            part.write_csv(buffer, include_header=False)
-            copy.write(buffer.getbuffer())
-            progress.update(min(done * COPY_SLICE_ROWS, frame.height))
+        for frame in frames:
+            for part in frame.select(columns).iter_slices(COPY_SLICE_ROWS):
+                buffer = io.BytesIO()
+                part.write_csv(buffer, include_header=False)
+                copy.write(buffer.getbuffer())
+                done += part.height
+                progress.update(done)
     return cur.rowcount
 
 
@@ -103,6 +107,25 @@ def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owne
     return leads.select(
         SOURCE_ROW, *CANONICAL_FIELDS, phone.alias(PHONE_E164), extra.alias(EXTRA),
         EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY, owner.alias(OWNER),
+    )
+
+
+def create_work_tables(cur: psycopg.Cursor, staging: sql.Identifier) -> None:
+    """The staging table for the file's leads and `outcomes`, one row per source row's fate.
+
+    Temporary tables are private to this connection and vanish with it, even if the run dies.
+    """
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text"))) for c in STAGED_COLUMNS
+    )
+    cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, match_id bigint) ON COMMIT DROP").format(staging, columns))
+    cur.execute(
+        """
+        CREATE TEMPORARY TABLE outcomes (
+            source_row integer PRIMARY KEY, lead_id bigint, action text NOT NULL,
+            duplicate_of_row integer, survivor_row integer, changes jsonb
+        ) ON COMMIT DROP
+        """
     )
 
 
@@ -129,47 +152,6 @@ def _claim_import(cur: psycopg.Cursor, summary: dict, run_id: str) -> int | None
     )
     row = cur.fetchone()
     return row[0] if row else None
-
-
-def _match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str) -> None:
-    """Point each staged row at the live lead it matches, key by key in priority order.
-
-    Two rows matching one lead keep only one (`keep`); the others become in-file duplicates.
-    """
-    for name in keys:
-        key = sql.Identifier(KEY_COLUMNS[name])
-        # Email is unique among live leads; the weaker keys may match several, and the oldest wins.
-        candidates = sql.SQL(
-            "leads" if name == "email" else "(SELECT DISTINCT ON ({key}) * FROM leads "
-            "WHERE {key} IN (SELECT {key} FROM {staging}) AND deleted_at IS NULL AND duplicate_of IS NULL "
-            "ORDER BY {key}, id)"
-        ).format(key=key, staging=staging)
-        cur.execute(
-            sql.SQL(
-                """
-                UPDATE {staging} s SET match_id = l.id
-                FROM {candidates} l
-                WHERE s.match_id IS NULL AND l.{key} = s.{key} AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
-                """
-            ).format(staging=staging, candidates=candidates, key=key)
-        )
-    order = sql.SQL("ASC" if keep == "first" else "DESC")
-    cur.execute(
-        sql.SQL(
-            """
-            WITH ranked AS (
-                SELECT source_row, match_id,
-                       first_value(source_row) OVER (PARTITION BY match_id ORDER BY source_row {order}) AS kept
-                FROM {staging} WHERE match_id IS NOT NULL
-            ), moved AS (
-                INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
-                SELECT source_row, match_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
-                RETURNING source_row
-            )
-            DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
-            """
-        ).format(staging=staging, order=order)
-    )
 
 
 def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, new_rows: sql.Composable) -> None:
@@ -318,9 +300,8 @@ def check_conservation(counts: dict) -> None:
 
 def load_import(
     conn: psycopg.Connection,
-    leads: pl.DataFrame,
-    duplicates: pl.DataFrame,
-    rejected: pl.DataFrame,
+    leads: Parts,
+    rejected: Parts,
     summary: dict,
     config: LoadConfig,
     run_id: str,
@@ -340,25 +321,15 @@ def load_import(
             return earlier["counts"] | {"already_imported_as": earlier["partition_key"], "first_run_id": earlier["run_id"]}
 
         staging = sql.Identifier(f"staging_{run_id}")
-        columns = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text"))) for c in STAGED_COLUMNS
-        )
-        # Temporary tables are private to this connection and vanish with it, even if the run dies.
-        cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ({}, match_id bigint) ON COMMIT DROP").format(staging, columns))
-        cur.execute(
-            """
-            CREATE TEMPORARY TABLE outcomes (
-                source_row integer PRIMARY KEY, lead_id bigint, action text NOT NULL,
-                duplicate_of_row integer, survivor_row integer, changes jsonb
-            ) ON COMMIT DROP
-            """
-        )
-        copy_frame(cur, staging, staged_frame(leads, summary["mapping"], config.assign, config.owner_column), log)
+        create_work_tables(cur, staging)
+        staged = (staged_frame(chunk, summary["mapping"], config.assign, config.owner_column) for chunk in leads.frames())
+        copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
         cur.execute(sql.SQL("ANALYZE {}").format(staging))
-        copy_frame(cur, sql.Identifier("outcomes"), duplicates.with_columns(action=pl.lit("duplicate_in_file")))
         lap("copy to staging")
-        _match_existing(cur, staging, summary["match_keys"], summary["keep"])
+        drop_in_file_duplicates(cur, staging, summary["match_keys"], summary["keep"])
+        lap("drop in-file duplicates")
+        match_existing(cur, staging, summary["match_keys"], summary["keep"])
         lap("match existing")
         _apply(cur, staging, config, import_id, summary["source_file"])
         lap("write leads")
@@ -379,10 +350,12 @@ def load_import(
         lap("write history")
         cur.execute("SELECT action, count(*) FROM outcomes GROUP BY action")
         by_action = dict.fromkeys(OUTCOMES, 0) | dict(cur.fetchall())
-        stored_rejects = copy_frame(
+        stored_rejects = copy_frames(
             cur,
             sql.Identifier("rejected_rows"),
-            rejected.select(pl.lit(import_id).alias("import_id"), SOURCE_ROW, "raw_values", "reasons"),
+            ("import_id", SOURCE_ROW, "raw_values", "reasons"),
+            (chunk.with_columns(import_id=pl.lit(import_id)) for chunk in rejected.frames()),
+            rejected.rows,
         )
         counts = {
             "rows_read": summary["rows_read"],
@@ -430,9 +403,8 @@ def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,
     leads_db: LeadsDatabase,
-    leads: pl.DataFrame,
-    duplicates: pl.DataFrame,
-    rejected: pl.DataFrame,
+    leads: Parts,
+    rejected: Parts,
     summary: dict,
 ) -> dict:
     """Commit the file's leads, history and rejected rows, and record the import in the `leads` asset."""
@@ -441,7 +413,7 @@ def load(
         raise dg.Failure(description=f"assign: {config.assign} needs `owners` in the load config")
     laps = Laps(context.log)
     try:
-        counts = load_with_retries(context, leads_db, leads, duplicates, rejected, summary, config, context.run_id, laps=laps)
+        counts = load_with_retries(context, leads_db, leads, rejected, summary, config, context.run_id, laps=laps)
     except CountsDoNotAddUp as e:
         raise dg.Failure(
             description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}", allow_retries=False

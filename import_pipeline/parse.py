@@ -4,18 +4,21 @@ CSV in any of the usual dialects and encodings, gzip-compressed CSV, XLSX and XL
 decided from the content, not the extension.
 """
 
+import array
 import codecs
 import collections
 import csv
 import gzip
 import io
 import itertools
+import queue
 import shutil
+import threading
 import time
 import xml.etree.ElementTree as ET
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import charset_normalizer
@@ -26,7 +29,7 @@ import polars as pl
 from import_pipeline.config import ParseConfig, dagster_dir
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
-from import_pipeline.resources import BucketStore, LandingFolder
+from import_pipeline.resources import BucketStore, LandingFolder, PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS
 
 SOURCE_ROW = "source_row"
@@ -58,14 +61,30 @@ class FileRejected(Exception):
 
 
 @dataclass
-class RawTable:
-    """A file's cells as text, one column per source column, with the line or sheet row of each record."""
+class RawChunk:
+    """Some of a file's records: cells as text (`c0`, `c1`, ...), the line or sheet row of each, shape problems."""
 
-    headers: list[str]
     cells: pl.DataFrame
     source_rows: pl.Series
     row_problems: pl.Series | None
+
+
+@dataclass
+class RawTable:
+    """A file's headers, its records chunk by chunk (read as they are consumed), and what was detected."""
+
+    headers: list[str]
+    chunks: Iterator[RawChunk]
     details: dict
+
+    def whole(self) -> RawChunk:
+        """Every chunk in one: for tests and small files."""
+        chunks = list(self.chunks)
+        width = len(self.headers)
+        cells = pl.concat([c.cells for c in chunks]) if chunks else pl.DataFrame(schema={f"c{i}": pl.String for i in range(width)})
+        rows = pl.concat([c.source_rows for c in chunks]) if chunks else pl.Series(SOURCE_ROW, [], pl.Int64)
+        problems = [c.row_problems for c in chunks if c.row_problems is not None]
+        return RawChunk(cells, rows, pl.concat(problems) if problems else None)
 
 
 def detect_format(path: Path) -> str:
@@ -212,38 +231,156 @@ def find_header(sample: str, delimiter: str) -> HeaderPosition:
     return HeaderPosition(at, lines_above[at])
 
 
-def _record_widths(path: Path, delimiter: str, header: HeaderPosition) -> tuple[list[str], list[int]]:
-    """Headers and each record's field count, by Python's csv module: polars pads or cuts ragged rows silently."""
+@dataclass
+class _Chunk:
+    """Where a run of records lies in the file, per the csv module: byte range, field counts, first lines."""
+
+    start: int
+    end: int
+    widths: array.array = field(default_factory=lambda: array.array("q"))
+    lines: array.array = field(default_factory=lambda: array.array("q"))
+
+
+class _Stopped(Exception):
+    """The reader of the chunks went away."""
+
+
+def _csv_problem(e: csv.Error, started_on: int, line: int) -> FileRejected:
+    if "unexpected end of data" in str(e):
+        return FileRejected(f"unterminated quote: the quoted value starting on line {started_on} never closes")
+    return FileRejected(f"malformed CSV on line {line}: {e}")
+
+
+def csv_headers(path: Path, delimiter: str, header: HeaderPosition) -> list[str]:
+    """The header record, by Python's csv module."""
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter, strict=True)
         try:
             for _ in range(header.records_above):
                 next(reader)
             headers = next(reader, None)
-            if headers is None:
-                raise FileRejected("the file is empty")
-            widths, ended_at = [], reader.line_num
-            for row in reader:
-                widths.append(len(row))
-                ended_at = reader.line_num
         except csv.Error as e:
-            if "unexpected end of data" in str(e):
-                raise FileRejected(f"unterminated quote: the quoted value starting on line {ended_at + 1} never closes") from e
-            raise FileRejected(f"malformed CSV on line {reader.line_num}: {e}") from e
-    return headers, widths
+            raise _csv_problem(e, header.lines_above + 1, reader.line_num) from e
+    if headers is None:
+        raise FileRejected("the file is empty")
+    return headers
 
 
-def _read_with_csv_module(path: Path, delimiter: str, header: HeaderPosition) -> pl.DataFrame:
-    """Every record by Python's csv module, for the rare file polars rejects that the module reads."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(itertools.islice(csv.reader(f, delimiter=delimiter), header.records_above, None))
-    width = max(map(len, rows))
-    padded = [row + [None] * (width - len(row)) if row else [None] * width for row in rows]
-    return pl.DataFrame(padded, schema=[f"column_{i + 1}" for i in range(width)], orient="row")
+class _RecordScanner:
+    """Python's csv module over the file, in a thread at most two chunks ahead of polars.
+
+    It decides where each record starts and ends (as byte offsets), how many fields it has (polars
+    pads or cuts ragged rows silently) and on which line it starts; polars then parses each range.
+    """
+
+    def __init__(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int):
+        self._found: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._scan, args=(path, delimiter, header, chunk_rows), daemon=True)
+        self._thread.start()
+
+    def next(self) -> _Chunk | None:
+        item = self._found.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._found.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _scan(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int) -> None:
+        try:
+            self._chunks(path, delimiter, header, chunk_rows)
+            self._put(None)  # the end
+        except _Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - handed to the reading thread, which raises it
+            try:
+                self._put(e)
+            except _Stopped:
+                pass
+
+    def _chunks(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int) -> None:
+        """Put a `_Chunk` per `chunk_rows` records."""
+        # utf-8-sig drops the byte-order mark from the text, not from the byte offsets.
+        consumed = [len(codecs.BOM_UTF8) if _starts_with_bom(path) else 0]
+        with path.open(encoding="utf-8-sig", newline="") as f:
+
+            def lines():
+                for line in f:
+                    consumed[0] += len(line.encode("utf-8"))
+                    yield line
+
+            reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+            ended_at = 0
+            try:
+                for _ in range(header.records_above + 1):
+                    next(reader)
+                chunk, ended_at = _Chunk(consumed[0], consumed[0]), reader.line_num
+                for row in reader:
+                    chunk.widths.append(len(row))
+                    chunk.lines.append(ended_at + 1)
+                    ended_at = reader.line_num
+                    if len(chunk.widths) == chunk_rows:
+                        chunk.end = consumed[0]
+                        self._put(chunk)
+                        chunk = _Chunk(consumed[0], consumed[0])
+            except csv.Error as e:
+                raise _csv_problem(e, ended_at + 1, reader.line_num) from e
+        chunk.end = consumed[0]
+        if chunk.widths:
+            self._put(chunk)
 
 
-def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
-    """Every cell of a CSV as text, exactly as written (no type inference: leading zeros survive)."""
+def _starts_with_bom(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+
+
+def _read_with_csv_module(text: str, delimiter: str, width: int) -> pl.DataFrame:
+    """Records by Python's csv module, for the rare chunk polars rejects that the module reads."""
+    rows = [row[:width] + [None] * (width - len(row)) for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)]
+    return pl.DataFrame(rows, schema={f"c{i}": pl.String for i in range(width)}, orient="row")
+
+
+def _csv_chunks(path: Path, delimiter: str, eol: str, header: HeaderPosition, width: int, chunk_rows: int) -> Iterator[RawChunk]:
+    scanner = _RecordScanner(path, delimiter, header, chunk_rows)
+    try:
+        with path.open("rb") as f:
+            while (chunk := scanner.next()) is not None:
+                f.seek(chunk.start)
+                data = f.read(chunk.end - chunk.start)
+                try:
+                    cells = pl.read_csv(
+                        data, has_header=False, separator=delimiter, eol_char=eol, truncate_ragged_lines=True,
+                        schema={f"c{i}": pl.String for i in range(width)}, missing_columns="insert", extra_columns="ignore",
+                        raise_if_empty=False,
+                    )
+                except pl.exceptions.ComputeError:
+                    # e.g. a quote after a space, which the csv module (and Excel) take literally
+                    cells = _read_with_csv_module(data.decode("utf-8"), delimiter, width)
+                if cells.height != len(chunk.widths):
+                    raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {len(chunk.widths)}")
+                problems = pl.Series(ROW_PROBLEM, chunk.widths, pl.Int64).to_frame().select(
+                    pl.when((pl.col(ROW_PROBLEM) != width) & (pl.col(ROW_PROBLEM) > 0))
+                    .then(pl.format("row has {} fields, the header has {}", pl.col(ROW_PROBLEM), pl.lit(width)))
+                ).to_series()
+                yield RawChunk(cells, pl.Series(SOURCE_ROW, chunk.lines, pl.Int64), problems)
+    finally:
+        scanner.close()
+
+
+def read_csv_table(path: Path, encoding: str, work_dir: Path, chunk_rows: int) -> RawTable:
+    """Every cell of a CSV as text, exactly as written (no type inference: leading zeros survive), in chunks."""
     text_path = _as_utf8(path, encoding, work_dir)
     with text_path.open(encoding="utf-8-sig", newline="") as f:
         sample = f.read(SNIFF_BYTES)
@@ -251,44 +388,12 @@ def read_csv_table(path: Path, encoding: str, work_dir: Path) -> RawTable:
         raise FileRejected("the file is empty")
     delimiter, eol = sniff_dialect(sample)
     header = find_header(sample, delimiter)
-    # The csv module's count runs while polars parses; polars releases the GIL.
-    with ThreadPoolExecutor(1) as pool:
-        shape = pool.submit(_record_widths, text_path, delimiter, header)
-        try:
-            table = pl.read_csv(
-                text_path, has_header=False, separator=delimiter, eol_char=eol, infer_schema=False,
-                truncate_ragged_lines=True, raise_if_empty=False, skip_rows=header.records_above,
-            )
-        except pl.exceptions.ComputeError:
-            table = None  # e.g. a quote after a space, which the csv module (and Excel) take literally
-        headers, widths = shape.result()
-    if table is None:
-        table = _read_with_csv_module(text_path, delimiter, header)
-    cells = table.slice(1)
-    if cells.height != len(widths):
-        raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {len(widths)}")
-    cells = cells.rename({c: f"c{i}" for i, c in enumerate(cells.columns)})
-    width = len(headers)
-    problems = (
-        pl.DataFrame({"width": widths}, schema={"width": pl.Int64})
-        .select(
-            pl.when((pl.col("width") != width) & (pl.col("width") > 0))
-            .then(pl.format("row has {} fields, the header has {}", pl.col("width"), pl.lit(width)))
-            .alias(ROW_PROBLEM)
-        )
-        .to_series()
-    )
-    # A person counts lines including the line breaks quoted inside earlier records.
-    breaks = pl.sum_horizontal(pl.col(c).str.count_matches(eol, literal=True).fill_null(0) for c in cells.columns)
-    header_lines = header.lines_above + 1 + sum(h.count(eol) for h in headers)
-    source_rows = cells.select(
-        (header_lines + 1 + pl.int_range(pl.len()) + breaks.cum_sum().shift(1, fill_value=0)).alias(SOURCE_ROW)
-    ).to_series()
+    headers = csv_headers(text_path, delimiter, header)
     line_ending = "CRLF" if "\r\n" in sample else {"\n": "LF", "\r": "CR"}[eol]
     details = {"format": "csv", "encoding": encoding, "delimiter": delimiter, "line_ending": line_ending}
     if header.lines_above:
         details["header_line"] = header.lines_above + 1
-    return RawTable(headers, cells, source_rows, problems, details)
+    return RawTable(headers, _csv_chunks(text_path, delimiter, eol, header, len(headers), chunk_rows), details)
 
 
 def _inflated_size(path: Path, max_bytes: int) -> None:
@@ -322,7 +427,7 @@ def _first_used_row(path: Path, sheet: str) -> int:
     return 1
 
 
-def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> RawTable:
+def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int, chunk_rows: int) -> RawTable:
     """Every cell of one sheet as text, formulas as their cached values, dates as ISO text."""
     if fmt == "xlsx":
         _inflated_size(path, max_unzipped)
@@ -346,8 +451,13 @@ def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int) -> Raw
         .str.replace(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$", "${1}T${2}")
     )
     first = _first_used_row(path, name) if fmt == "xlsx" else 1
-    source_rows = pl.int_range(first + header_at + 1, first + header_at + 1 + cells.height, eager=True).alias(SOURCE_ROW)
-    return RawTable(headers, cells, source_rows, None, {"format": fmt, "sheet": name, "header_row": first + header_at})
+    source_rows = pl.int_range(first + header_at + 1, first + header_at + 1 + cells.height, eager=True, dtype=pl.Int64).alias(SOURCE_ROW)
+    # A sheet is read whole (at most 1,048,576 rows); chunks keep the later steps' memory bounded all the same.
+    chunks = (
+        RawChunk(cells.slice(at, chunk_rows), source_rows.slice(at, chunk_rows), None)
+        for at in range(0, cells.height, chunk_rows)
+    )
+    return RawTable(headers, chunks, {"format": fmt, "sheet": name, "header_row": first + header_at})
 
 
 def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
@@ -357,57 +467,70 @@ def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
         raise FileRejected(f"the file is {size / _MiB:.1f} MB, above the {config.max_file_mb} MB limit")
     fmt = detect_format(path)
     if fmt in ("xlsx", "xls"):
-        return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * _MiB)
+        return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * _MiB, config.chunk_rows)
     if fmt == "gzip":
         path = _gunzip(path, work_dir, config.max_file_mb * _MiB)
         if detect_format(path) != "csv":
             raise FileRejected("unsupported format: the compressed file is not a CSV")
-    return read_csv_table(path, text_encoding(path, config.encoding), work_dir)
+    return read_csv_table(path, text_encoding(path, config.encoding), work_dir, config.chunk_rows)
 
 
-def to_records(raw: RawTable, mapping: dict[str, str]) -> tuple[pl.DataFrame, dict[str, str]]:
-    """Records with canonical columns, `extra.<header>` columns and their source row; blank records dropped.
-
-    Returns the frame and the column each source header became.
-    """
-    columns, used = {}, set()
-    for i, header in enumerate(raw.headers):
+def column_names(headers: list[str], mapping: dict[str, str]) -> dict[str, str]:
+    """The column each source header becomes: its lead field, else `extra.<header>` (made unique)."""
+    names, used = {}, set()
+    for i, header in enumerate(headers):
         name = mapping.get(header) or EXTRA_PREFIX + header
         while name in used:  # two unmapped columns with the same header
             name += "'"
         used.add(name)
-        columns[f"c{i}"] = name
-    named = {columns[c]: c for c in raw.cells.columns if c in columns}
-    frame = (
-        raw.cells.lazy()
+        names[f"c{i}"] = name
+    return names
+
+
+def to_records(chunk: RawChunk, names: dict[str, str]) -> pl.DataFrame:
+    """Records with canonical columns, `extra.<header>` columns and their source row; blank records dropped."""
+    named = {names[c]: c for c in chunk.cells.columns if c in names}
+    return (
+        chunk.cells.lazy()
         .select(
-            raw.source_rows.alias(SOURCE_ROW),
+            chunk.source_rows.alias(SOURCE_ROW),
             *(pl.col(c).str.strip_chars().replace("", None).alias(n) for n, c in named.items()),
-            (raw.row_problems if raw.row_problems is not None else pl.lit(None, pl.String)).alias(ROW_PROBLEM),
+            (chunk.row_problems if chunk.row_problems is not None else pl.lit(None, pl.String)).alias(ROW_PROBLEM),
         )
         .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW, ROW_PROBLEM).is_not_null()))
         .with_columns(pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS if f not in named)
         .select(SOURCE_ROW, *CANONICAL_FIELDS, *(n for n in named if n.startswith(EXTRA_PREFIX)), ROW_PROBLEM)
         .collect()
     )
-    return frame, {h: columns[f"c{i}"] for i, h in enumerate(raw.headers)}
 
 
-def read_leads(path: Path, config: ParseConfig | None = None, work_dir: Path | None = None) -> tuple[pl.DataFrame, dict[str, str], dict]:
-    """A lead file's records (see `to_records`), the header mapping used, and what was detected about the file."""
-    config = config or ParseConfig()
-    raw = read_table(path, config, work_dir or path.parent)
-    if raw.cells.height == 0:
-        raise FileRejected("the file has a header but no records")
+def read_records(path: Path, config: ParseConfig, work_dir: Path) -> tuple[Iterator[pl.DataFrame], dict[str, str], dict]:
+    """A lead file's records chunk by chunk (see `to_records`), the column each header became, and what was
+    detected about the file. A file without records raises FileRejected once the chunks are consumed."""
+    raw = read_table(path, config, work_dir)
     try:
         profile = choose_profile(path.name, config.mapping_profile)
         mapping = map_headers(raw.headers, profile)
     except MappingError as e:
         raise FileRejected(str(e)) from e
-    records, columns = to_records(raw, mapping)
-    if records.height == 0:
-        raise FileRejected("the file has a header but no records")
-    return records, columns, raw.details | {"mapping_profile": profile.name if profile else None}
+    names = column_names(raw.headers, mapping)
+
+    def records() -> Iterator[pl.DataFrame]:
+        seen = 0
+        for chunk in raw.chunks:
+            frame = to_records(chunk, names)
+            seen += frame.height
+            yield frame
+        if seen == 0:
+            raise FileRejected("the file has a header but no records")
+
+    return records(), {h: names[f"c{i}"] for i, h in enumerate(raw.headers)}, raw.details | {"mapping_profile": profile.name if profile else None}
+
+
+def read_leads(path: Path, config: ParseConfig | None = None, work_dir: Path | None = None) -> tuple[pl.DataFrame, dict[str, str], dict]:
+    """`read_records` in one frame: for tests and small files."""
+    chunks, mapping, details = read_records(path, config or ParseConfig(), work_dir or path.parent)
+    return pl.concat(list(chunks)), mapping, details
 
 
 def source_file(
@@ -440,8 +563,11 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
     path, digest = source_file(landing.path, bucket, context.partition_key, config, work_dir)
     # The object's URI, not the temporary local copy, is what history and provenance name.
     source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
+    records = PartsWriter(step_output_dir(landing.home, context.run_id, str(context.op_handle)) / "records")
     try:
-        records, mapping, details = read_leads(path, config, work_dir)
+        chunks, mapping, details = read_records(path, config, work_dir)
+        for chunk in chunks:
+            records.write(chunk)
     except FileRejected as e:
         reason = f"{path.name}: {e}"
         quarantined = landing.quarantine(path, reason)
@@ -451,17 +577,19 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
         raise dg.Failure(description=reason, metadata=metadata) from e
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    records = records.parts()
     summary = {
         "partition_key": context.partition_key,
         "source_file": source,
         "content_hash": digest,
         "mapping": mapping,
-        "rows_read": records.height,
+        "rows_read": records.rows,
         "seconds": {"parse": time.perf_counter() - started},
     }
     context.add_output_metadata(
         {
-            "rows_read": records.height,
+            "rows_read": records.rows,
+            "parts": len(records.paths),
             "source_file": dg.MetadataValue.path(source),
             "content_hash": digest,
             "column_mapping": dg.MetadataValue.json(mapping),

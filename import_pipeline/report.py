@@ -11,7 +11,7 @@ REASON = pl.Struct({"column": pl.String, "problem": pl.String})
 FORMULA_START = r"^[=+\-@\t\r]"
 
 
-def reasons_by_line(rejected: pl.DataFrame) -> pl.DataFrame:
+def reasons_by_line(rejected: pl.LazyFrame) -> pl.LazyFrame:
     """One row per (line, reason): `line`, `column`, `problem`."""
     return (
         rejected.select(pl.col(SOURCE_ROW).alias("line"), pl.col("reasons").str.json_decode(pl.List(REASON)))
@@ -20,12 +20,19 @@ def reasons_by_line(rejected: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def top_reasons(rejected: pl.DataFrame, limit: int = 10) -> pl.DataFrame:
+def top_reasons(rejected: pl.LazyFrame, limit: int = 10) -> pl.DataFrame:
     """The most frequent problems with their counts."""
-    return reasons_by_line(rejected).group_by("problem").len("rows").sort(["rows", "problem"], descending=[True, False]).head(limit)
+    return (
+        reasons_by_line(rejected.lazy())
+        .group_by("problem")
+        .len("rows")
+        .sort(["rows", "problem"], descending=[True, False])
+        .head(limit)
+        .collect()
+    )
 
 
-def top_reasons_markdown(rejected: pl.DataFrame) -> str:
+def top_reasons_markdown(rejected: pl.LazyFrame) -> str:
     """`top_reasons` as a markdown table for run metadata."""
     lines = ["| problem | rows |", "| --- | ---: |"]
     lines += [f"| {problem} | {rows:,} |" for problem, rows in top_reasons(rejected).iter_rows()]
@@ -37,13 +44,34 @@ def neutralise(value: pl.Expr) -> pl.Expr:
     return pl.when(value.str.contains(FORMULA_START)).then(pl.lit("'") + value).otherwise(value)
 
 
-def write_reject_report(rejected: pl.DataFrame, headers: list[str], path: Path) -> Path:
+def report_rows(rejected: pl.DataFrame, headers: list[str]) -> pl.DataFrame:
     """`line, column, problem` and then the row's raw values under the user's own headers."""
     raw_type = pl.Struct({h: pl.String for h in headers})
     raw = rejected.select(pl.col(SOURCE_ROW).alias("line"), pl.col("raw_values").str.json_decode(raw_type).alias("raw")).unnest("raw")
-    report = reasons_by_line(rejected).join(raw, on="line", how="left").sort("line", maintain_order=True)
-    report = report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The byte-order mark makes Excel read the file as UTF-8: accents survive a double-click.
-    report.write_csv(path, include_bom=True)
-    return path
+    report = reasons_by_line(rejected.lazy()).collect().join(raw, on="line", how="left").sort("line", maintain_order=True)
+    return report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
+
+
+class RejectReport:
+    """The reject report of one import, written chunk by chunk; no file when no row is rejected."""
+
+    def __init__(self, path: Path, headers: list[str]):
+        self.path, self.headers, self._file = path, headers, None
+
+    def write(self, rejected: pl.DataFrame) -> None:
+        if rejected.height == 0:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("wb")
+            # The byte-order mark makes Excel read the file as UTF-8: accents survive a double-click.
+            report_rows(rejected, self.headers).write_csv(self._file, include_bom=True)
+        else:
+            report_rows(rejected, self.headers).write_csv(self._file, include_header=False)
+
+    def __enter__(self) -> "RejectReport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()

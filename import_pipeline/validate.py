@@ -11,9 +11,9 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 
 from import_pipeline.config import ValidateConfig
 from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
-from import_pipeline.phones import e164_numbers_parallel
-from import_pipeline.report import top_reasons, top_reasons_markdown, write_reject_report
-from import_pipeline.resources import LandingFolder
+from import_pipeline.phones import e164
+from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
+from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
 
 # Plain ASCII addresses that email-validator certainly accepts; anything else is asked of the library.
@@ -46,9 +46,7 @@ def valid_email(frame: pl.LazyFrame, email: pl.Expr) -> pl.Expr:
 
 def normalized_phone(phone: pl.Expr, frame: pl.DataFrame, region: str) -> pl.Expr:
     """E.164 for phones that phonenumbers finds valid (default region for local numbers), else null."""
-    distinct = frame.select(phone.drop_nulls().unique()).to_series().to_list()
-    e164 = e164_numbers_parallel(distinct, region)
-    return phone.replace_strict(e164, default=None, return_dtype=pl.String)
+    return pl.lit(e164(frame.select(phone).to_series(), region))
 
 
 def bare_host_url(website: pl.Expr) -> pl.Expr:
@@ -163,41 +161,51 @@ def split_valid(records: pl.DataFrame, mapping: dict[str, str]) -> tuple[pl.Data
     return valid, rejected
 
 
-def _too_many_invalid(name: str, rejected: pl.DataFrame, rows: int, config: ValidateConfig) -> str | None:
+def _too_many_invalid(name: str, rejected: Parts, rows: int, config: ValidateConfig) -> str | None:
     """Why the whole import must stop, or None."""
-    counts = "; ".join(f"{problem}: {n:,}" for problem, n in top_reasons(rejected).iter_rows())
-    if config.mode == "strict" and rejected.height:
-        return f"{name}: strict mode and {rejected.height:,} of {rows:,} rows are invalid: {counts}"
-    rate = rejected.height / rows if rows else 0.0
+    counts = "; ".join(f"{problem}: {n:,}" for problem, n in top_reasons(rejected.scan()).iter_rows())
+    if config.mode == "strict" and rejected.rows:
+        return f"{name}: strict mode and {rejected.rows:,} of {rows:,} rows are invalid: {counts}"
+    rate = rejected.rows / rows if rows else 0.0
     if rate > config.max_error_rate:
         return (
-            f"{name}: {rejected.height:,} of {rows:,} rows are invalid ({rate:.1%} > {config.max_error_rate:.1%} allowed): "
+            f"{name}: {rejected.rows:,} of {rows:,} rows are invalid ({rate:.1%} > {config.max_error_rate:.1%} allowed): "
             f"{counts}"
         )
     return None
 
 
+def normalized(valid: pl.DataFrame, region: str) -> pl.DataFrame:
+    """Valid records with their E.164 phone and the website reduced to its scheme and host."""
+    return valid.with_columns(
+        normalized_phone(pl.col("phone"), valid, region).alias("phone_e164"),
+        bare_host_url(pl.col("company_website")).alias("company_website"),
+    )
+
+
 @dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
-def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: pl.DataFrame, summary: dict):
+def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: Parts, summary: dict):
     """Split records into valid leads and rejected rows, with a report of every rejected row."""
     started = time.perf_counter()
-    valid, rejected = split_valid(records, summary["mapping"])
-    metadata = {"rows_rejected": rejected.height}
-    if rejected.height:
-        report = write_reject_report(
-            rejected, list(summary["mapping"]), landing.reports_path / f"{summary['partition_key']}.rejects.csv"
-        )
-        metadata |= {"reject_report": dg.MetadataValue.path(str(report)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(rejected))}
+    outputs = step_output_dir(landing.home, context.run_id, str(context.op_handle))
+    valid, rejected = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
+    report_path = landing.reports_path / f"{summary['partition_key']}.rejects.csv"
+    with RejectReport(report_path, list(summary["mapping"])) as report:
+        for chunk in records.frames():
+            valid_rows, rejected_rows = split_valid(chunk, summary["mapping"])
+            rejected.write(rejected_rows)
+            report.write(rejected_rows)
+            valid.write(normalized(valid_rows, config.phone_region))
+    valid, rejected = valid.parts(), rejected.parts()
+    metadata = {"rows_rejected": rejected.rows}
+    if rejected.rows:
+        metadata |= {"reject_report": dg.MetadataValue.path(str(report_path)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(rejected.scan()))}
     stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, summary["rows_read"], config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
-    valid = valid.with_columns(
-        normalized_phone(pl.col("phone"), valid, config.phone_region).alias("phone_e164"),
-        bare_host_url(pl.col("company_website")).alias("company_website"),
-    )
-    summary = summary | {"rows_valid": valid.height, "rows_rejected": rejected.height}
+    summary = summary | {"rows_valid": valid.rows, "rows_rejected": rejected.rows}
     summary["seconds"] = summary["seconds"] | {"validate": time.perf_counter() - started}
-    context.add_output_metadata({"rows_valid": valid.height}, output_name="valid")
+    context.add_output_metadata({"rows_valid": valid.rows}, output_name="valid")
     context.add_output_metadata(metadata, output_name="rejected")
     yield dg.Output(valid, "valid")
     yield dg.Output(rejected, "rejected")

@@ -7,13 +7,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
-import psycopg
-import pytest
-from psycopg import sql
+# Chunks of three records: every test with more than three rows crosses chunk boundaries. Set before
+# the package is imported, since it is the default of the parse config.
+os.environ.setdefault("IMPORT_PIPELINE_CHUNK_ROWS", "3")
+
+import dagster as dg  # noqa: E402
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
 
 from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
-from import_pipeline.resources import initialize_pools, migrate_once
+from import_pipeline.resources import initialize_pools, migrate_once  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from import_pipeline.config import ParseConfig
-from import_pipeline.parse import FileRejected, RawTable, read_table
+from import_pipeline.parse import FileRejected, read_table
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 if not CORPORA.is_dir():
@@ -261,7 +261,24 @@ def spectrum_cases() -> list:
     return cases
 
 
-def check_shape(raw: RawTable) -> None:
+@dataclass
+class Whole:
+    """A file as `read_table` reads it, its chunks (of three records in this suite) put back together."""
+
+    headers: list[str]
+    cells: pl.DataFrame
+    source_rows: pl.Series
+    row_problems: pl.Series | None
+    details: dict
+
+
+def read_whole(path: Path, config: ParseConfig, work_dir: Path) -> Whole:
+    raw = read_table(path, config, work_dir)
+    chunk = raw.whole()
+    return Whole(raw.headers, chunk.cells, chunk.source_rows, chunk.row_problems, raw.details)
+
+
+def check_shape(raw: Whole) -> None:
     """What every parse result must hold, whatever the file."""
     assert raw.cells.columns == [f"c{i}" for i in range(len(raw.headers))]
     assert all(dtype == pl.String for dtype in raw.cells.dtypes)
@@ -278,7 +295,7 @@ def test_corpus_has_expectations_for_every_data_file():
 @pytest.mark.parametrize(("csv_path", "json_path"), spectrum_cases())
 def test_csv_spectrum_matches_expected_json(csv_path: Path, json_path: Path, tmp_path: Path):
     expected = json.loads(json_path.read_text(encoding="utf-8"))
-    raw = read_table(csv_path, ParseConfig(), tmp_path)
+    raw = read_whole(csv_path, ParseConfig(), tmp_path)
     check_shape(raw)
     records = [dict(zip(raw.headers, map(cell_text, row), strict=True)) for row in raw.cells.rows()]
     assert records == expected
@@ -292,11 +309,11 @@ def test_corpus_file_outcome(relative: str, tmp_path: Path):
     path = CORPORA / relative
     if isinstance(expected, Rejected):
         with pytest.raises(FileRejected) as rejected:
-            read_table(path, ParseConfig(), tmp_path)
+            read_whole(path, ParseConfig(), tmp_path)
         assert expected.message in str(rejected.value)
         return
 
-    raw = read_table(path, ParseConfig(), tmp_path)
+    raw = read_whole(path, ParseConfig(), tmp_path)
     check_shape(raw)
     details = raw.details
     assert details["format"] == expected.format
@@ -329,12 +346,12 @@ def test_corpus_file_outcome(relative: str, tmp_path: Path):
 
 @pytest.mark.parametrize("name", ["sheets.xls", "sheets.xlsx"])
 def test_named_sheet_of_a_workbook(name: str, tmp_path: Path):
-    raw = read_table(CORPORA / "csvkit" / name, ParseConfig(sheet="data"), tmp_path)
+    raw = read_whole(CORPORA / "csvkit" / name, ParseConfig(sheet="data"), tmp_path)
     check_shape(raw)
     assert raw.details["sheet"] == "data"
     assert raw.headers == ["text", "date", "integer", "boolean", "float", "datetime", "empty_column", "column_8"]
     assert raw.cells.height == 5
     assert raw.cells["c0"].to_list()[-1] == "Unicode! Σ"
-    raw = read_table(CORPORA / "csvkit" / name, ParseConfig(sheet="ʤ"), tmp_path)
+    raw = read_whole(CORPORA / "csvkit" / name, ParseConfig(sheet="ʤ"), tmp_path)
     assert raw.headers == ["a", "b", "c"]
     assert raw.cells.rows() == [("1", "2", "3")]

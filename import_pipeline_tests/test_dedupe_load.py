@@ -3,7 +3,6 @@
 import json
 import subprocess
 
-import pytest
 
 from import_pipeline.launch import import_file
 

@@ -4,7 +4,6 @@ Each ends with the same tables a clean run of the same file leaves.
 """
 
 import json
-import os
 import signal
 import subprocess
 import time

@@ -71,9 +71,9 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
 # Each op fails for a real reason: its input is gone for a moment (the file, or the upstream output on disk).
 UNREADABLE_INPUT = {
     "parse": None,
-    "validate": ("parse", "records.parquet"),
-    "dedupe": ("validate", "valid.parquet"),
-    "load": ("dedupe", "leads.parquet"),
+    "validate": ("parse", "records"),  # the folder of its parquet parts
+    "dedupe": ("validate", "valid"),
+    "load": ("dedupe", "leads"),
     "archive_file": ("load", "result.json"),
 }
 

@@ -6,11 +6,12 @@ import time
 import polars as pl
 import psycopg
 import pytest
+from psycopg import sql
 
 from import_pipeline import phones
-from import_pipeline.dedupe import drop_in_file_duplicates, email_key, with_keys
+from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates, email_key, with_keys
 from import_pipeline.landing import partition_key
-from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation
+from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation, copy_frames, create_work_tables
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import header_index, read_leads
 from import_pipeline.schema import MIGRATIONS, migrate
@@ -51,23 +52,36 @@ def _keyed(**columns):
     return with_keys(pl.DataFrame(empty | columns, schema_overrides={f: pl.String for f in empty}), "crm")
 
 
-def test_drop_in_file_duplicates_first_wins_and_blank_emails_are_kept():
+def _in_file_duplicates(pipeline, keyed: pl.DataFrame, keys: list[str], keep: str = "first") -> tuple[list, list]:
+    """(rows kept, (row, duplicate of, survivor) per duplicate) from the load's own SQL on a real server."""
+    staging = sql.Identifier("staging_test")
+    with psycopg.connect(pipeline.leads_url) as conn, conn.cursor() as cur:
+        create_work_tables(cur, staging)
+        copy_frames(cur, staging, ["source_row", *KEY_COLUMNS.values()], [keyed], keyed.height)
+        drop_in_file_duplicates(cur, staging, keys, keep)
+        kept = [row for (row,) in cur.execute(sql.SQL("SELECT source_row FROM {} ORDER BY 1").format(staging))]
+        duplicates = cur.execute("SELECT source_row, duplicate_of_row, survivor_row FROM outcomes ORDER BY 1").fetchall()
+    return kept, duplicates
+
+
+def test_drop_in_file_duplicates_first_wins_and_blank_emails_are_kept(pipeline):
     keyed = _keyed(source_row=[2, 3, 4, 5, 6], email=["A@x.com", None, "a@X.com ", None, "b@x.com"])
-    kept, duplicates = drop_in_file_duplicates(keyed, ["email"])
-    assert kept["source_row"].to_list() == [2, 3, 5, 6]
-    assert duplicates.rows() == [(4, 2, 2)]
+    assert _in_file_duplicates(pipeline, keyed, ["email"]) == ([2, 3, 5, 6], [(4, 2, 2)])
 
 
-def test_drop_in_file_duplicates_keep_last_and_key_priority_chain():
+def test_drop_in_file_duplicates_keep_last_and_key_priority_chain(pipeline):
     keyed = _keyed(
-        source_row=[2, 3, 4, 5],
-        email=["a@x.com", "a@x.com", "b@x.com", "c@x.com"],
-        external_id=[None, "7", "7", None],
+        source_row=[2, 3, 4, 5, 6, 7],
+        email=["a@x.com", "a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"],
+        external_id=[None, "7", "7", None, "8", "8"],
+        phone=[None, None, "0612345678", None, None, "0612345678"],
+        company_name=["A", "A", "Acme", "C", "D", "ACME"],
     )
-    kept, duplicates = drop_in_file_duplicates(keyed, ["email", "external_id"], keep="last")
-    # Line 2 loses to 3 by email; 3 then loses to 4 by external id, so 2's lead is 4's.
-    assert kept["source_row"].to_list() == [4, 5]
-    assert duplicates.rows() == [(2, 3, 4), (3, 4, 4)]
+    kept, duplicates = _in_file_duplicates(pipeline, keyed, ["email", "external_id", "phone_company"], keep="last")
+    # Line 2 loses to 3 by email; 3 then loses to 4 by external id; 4 loses to 7 by phone and company
+    # (6 lost to 7 by external id first), so 2's lead is 7's.
+    assert kept == [5, 7]
+    assert duplicates == [(2, 3, 7), (3, 4, 7), (4, 7, 7), (6, 7, 7)]
 
 
 def test_match_keys_scope_and_normalization():
