@@ -60,8 +60,10 @@ def bare_copy(url: str, path: Path) -> float:
 
 def timed_import(path: Path) -> tuple[float, int, dict]:
     """(seconds from process start to exit, peak RSS of the process tree in bytes, the import's JSON)."""
+    log = path.with_suffix(".import.log")
     started = time.perf_counter()
-    process = subprocess.Popen(["import-pipeline", "import", str(path), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(["import-pipeline", "import", str(path), "--json"], stdout=subprocess.PIPE, stderr=stderr, text=True)
     peak, tree = 0, psutil.Process(process.pid)
     while process.poll() is None:
         try:
@@ -70,7 +72,10 @@ def timed_import(path: Path) -> tuple[float, int, dict]:
             pass
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    return elapsed, peak, json.loads(process.stdout.read())
+    output = process.stdout.read()
+    if not output:
+        raise RuntimeError(f"the import of {path.name} printed nothing; its log ends:\n" + log.read_text()[-3000:])
+    return elapsed, peak, json.loads(output)
 
 
 def bench(rows: int, existing_rows: int, work: Path) -> dict:
