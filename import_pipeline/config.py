@@ -33,10 +33,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENSOR_INTERVAL_SECONDS = 3
 # Files the landing sensor looks at per tick: bounds the tick's time and the cursor's size.
 MAX_FILES_PER_TICK = 100
-# 50k records of a 15-column export take about 100 MB in flight (frames and their copies). The suite sets a tiny size through the
-# environment so that every test crosses chunk boundaries.
+# Records in flight take about 2 KB each (frames and their copies): 25k records keep a 15-column import
+# near 350 MB whatever the file's size. The suite sets a tiny size through the environment so that
+# every test crosses chunk boundaries.
 CHUNK_ROWS_ENV = "IMPORT_PIPELINE_CHUNK_ROWS"
-DEFAULT_CHUNK_ROWS = int(os.environ.get(CHUNK_ROWS_ENV) or 50_000)
+DEFAULT_CHUNK_ROWS = int(os.environ.get(CHUNK_ROWS_ENV) or 25_000)
 # Files still being written by common tools and browsers carry one of these suffixes.
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
 
