@@ -42,6 +42,27 @@ def with_keys(valid: pl.DataFrame, source: str) -> pl.DataFrame:
     )
 
 
+def _move_losers(cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identifier, keep: str, lead: sql.Composable) -> None:
+    """Move the staged rows that share `group` with a kept row (`keep`: the first or last) into `outcomes`."""
+    order = sql.SQL("ASC" if keep == "first" else "DESC")
+    cur.execute(
+        sql.SQL(
+            """
+            WITH ranked AS (
+                SELECT source_row, {lead} AS lead_id,
+                       first_value(source_row) OVER (PARTITION BY {group} ORDER BY source_row {order}) AS kept
+                FROM {staging} WHERE {group} IS NOT NULL
+            ), moved AS (
+                INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
+                SELECT source_row, lead_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
+                RETURNING source_row
+            )
+            DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
+            """
+        ).format(lead=lead, group=group, order=order, staging=staging)
+    )
+
+
 def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str = "first") -> None:
     """Move staged rows that repeat an earlier row's key (`keep`: or a later one's) into `outcomes`.
 
@@ -49,24 +70,8 @@ def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: 
     names the line it repeats and, following the chain when that line lost to a later key, the line
     that survived. Runs in PostgreSQL: the whole file is never in memory at once.
     """
-    order = sql.SQL("ASC" if keep == "first" else "DESC")
     for name in keys:
-        key = sql.Identifier(KEY_COLUMNS[name])
-        cur.execute(
-            sql.SQL(
-                """
-                WITH ranked AS (
-                    SELECT source_row, first_value(source_row) OVER (PARTITION BY {key} ORDER BY source_row {order}) AS kept
-                    FROM {staging} WHERE {key} IS NOT NULL
-                ), moved AS (
-                    INSERT INTO outcomes (source_row, action, duplicate_of_row, survivor_row)
-                    SELECT source_row, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
-                    RETURNING source_row
-                )
-                DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
-                """
-            ).format(key=key, order=order, staging=staging)
-        )
+        _move_losers(cur, staging, sql.Identifier(KEY_COLUMNS[name]), keep, lead=sql.SQL("NULL::bigint"))
     # A row kept by one key may lose to another later: follow the chain to the row that survived.
     for _ in keys[1:]:
         cur.execute(
@@ -100,23 +105,7 @@ def match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str]
                 """
             ).format(staging=staging, candidates=candidates, key=key)
         )
-    order = sql.SQL("ASC" if keep == "first" else "DESC")
-    cur.execute(
-        sql.SQL(
-            """
-            WITH ranked AS (
-                SELECT source_row, match_id,
-                       first_value(source_row) OVER (PARTITION BY match_id ORDER BY source_row {order}) AS kept
-                FROM {staging} WHERE match_id IS NOT NULL
-            ), moved AS (
-                INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
-                SELECT source_row, match_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
-                RETURNING source_row
-            )
-            DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
-            """
-        ).format(staging=staging, order=order)
-    )
+    _move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.Identifier("match_id"))
 
 
 @dg.op(out={"leads": dg.Out(), "summary": dg.Out()})

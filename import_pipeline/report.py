@@ -32,10 +32,10 @@ def top_reasons(rejected: pl.LazyFrame, limit: int = 10) -> pl.DataFrame:
     )
 
 
-def top_reasons_markdown(rejected: pl.LazyFrame) -> str:
+def top_reasons_markdown(reasons: pl.DataFrame) -> str:
     """`top_reasons` as a markdown table for run metadata."""
     lines = ["| problem | rows |", "| --- | ---: |"]
-    lines += [f"| {problem} | {rows:,} |" for problem, rows in top_reasons(rejected).iter_rows()]
+    lines += [f"| {problem} | {rows:,} |" for problem, rows in reasons.iter_rows()]
     return "\n".join(lines)
 
 

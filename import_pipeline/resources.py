@@ -166,10 +166,6 @@ class Parts:
     def scan(self) -> pl.LazyFrame:
         return pl.scan_parquet(list(self.paths))
 
-    def collect(self) -> pl.DataFrame:
-        """Every part in one frame: for tests and small results."""
-        return self.scan().collect()
-
 
 class PartsWriter:
     """Writes frames as numbered parquet parts into a folder; `parts` lists them once done."""

@@ -161,9 +161,9 @@ def split_valid(records: pl.DataFrame, mapping: dict[str, str]) -> tuple[pl.Data
     return valid, rejected
 
 
-def _too_many_invalid(name: str, rejected: Parts, rows: int, config: ValidateConfig) -> str | None:
+def _too_many_invalid(name: str, rejected: Parts, reasons: pl.DataFrame, rows: int, config: ValidateConfig) -> str | None:
     """Why the whole import must stop, or None."""
-    counts = "; ".join(f"{problem}: {n:,}" for problem, n in top_reasons(rejected.scan()).iter_rows())
+    counts = "; ".join(f"{problem}: {n:,}" for problem, n in reasons.iter_rows())
     if config.mode == "strict" and rejected.rows:
         return f"{name}: strict mode and {rejected.rows:,} of {rows:,} rows are invalid: {counts}"
     rate = rejected.rows / rows if rows else 0.0
@@ -197,10 +197,11 @@ def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: La
             report.write(rejected_rows)
             valid.write(normalized(valid_rows, config.phone_region))
     valid, rejected = valid.parts(), rejected.parts()
+    reasons = top_reasons(rejected.scan())
     metadata = {"rows_rejected": rejected.rows}
     if rejected.rows:
-        metadata |= {"reject_report": dg.MetadataValue.path(str(report_path)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(rejected.scan()))}
-    stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, summary["rows_read"], config)
+        metadata |= {"reject_report": dg.MetadataValue.path(str(report_path)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons))}
+    stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, reasons, summary["rows_read"], config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
     summary = summary | {"rows_valid": valid.rows, "rows_rejected": rejected.rows}
