@@ -1,4 +1,4 @@
-"""`import-pipeline`: start everything, import a file, read the history, print the database DSN."""
+"""`import-pipeline`: start everything, import a file, read the history, print the database DSN, stop the embedded server."""
 
 import argparse
 import json
@@ -19,15 +19,23 @@ from import_pipeline.config import (
     process_environment,
 )
 from import_pipeline.history import COUNT_KEYS
-from import_pipeline.resources import embedded_dagster_url, initialize_pools, migrate_once, start_embedded_server
+from import_pipeline.resources import (
+    StopOutcome,
+    embedded_dagster_url,
+    initialize_pools,
+    migrate_once,
+    start_embedded_server,
+    stop_embedded_server,
+)
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
 
 
-def bootstrap(keep_server: bool = False) -> str:
+def bootstrap() -> str:
     """Resolve the state folder and databases, migrate, and export what every Dagster process needs.
 
-    Returns the leads database URL.
+    Returns the leads database URL. The embedded server, when it is the database, keeps running after
+    this process exits: only `dev` (when nobody else uses it) and `stop` stop it.
     """
     home = home_dir()
     landing_dir(home).mkdir(parents=True, exist_ok=True)
@@ -35,7 +43,7 @@ def bootstrap(keep_server: bool = False) -> str:
     if configured:
         leads_url, dagster_url = configured, dagster_storage_url(configured)
     else:
-        leads_url = start_embedded_server(home, keep_running=keep_server)
+        leads_url = start_embedded_server(home, keep_running=True)
         dagster_url = dagster_storage_url(embedded_dagster_url(leads_url))
     migrate_once(leads_url)
     os.environ.update(process_environment(home, leads_url, dagster_url))
@@ -45,16 +53,38 @@ def bootstrap(keep_server: bool = False) -> str:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    embedded = not os.environ.get(DATABASE_URL_ENV)
     bootstrap()
-    landing = landing_dir(home_dir())
-    print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
-    print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
-    command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
-    child = subprocess.Popen(command, cwd=PROJECT_ROOT)
-    # Forward a stop request; `dagster dev` shuts down its webserver, daemon and code server itself.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda s, _frame: child.send_signal(s))
-    return child.wait()
+    try:
+        landing = landing_dir(home_dir())
+        print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
+        print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
+        command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
+        child = subprocess.Popen(command, cwd=PROJECT_ROOT)
+        # Forward a stop request; `dagster dev` shuts down its webserver, daemon and code server itself.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda s, _frame: child.send_signal(s))
+        return child.wait()
+    finally:
+        if embedded:
+            # Stopped only when nobody else uses it; a second Ctrl-C meanwhile goes to the exited child.
+            _report_stop(stop_embedded_server(home_dir()))
+
+
+def _report_stop(outcome: StopOutcome) -> None:
+    """One line on stderr: the embedded server stopped, was not running, or keeps running and why."""
+    if not outcome.was_running:
+        print(f"the embedded server under {home_dir()} is not running", file=sys.stderr)
+    elif outcome.stopped:
+        print("the embedded server stopped", file=sys.stderr)
+    elif outcome.users:
+        print(
+            f"the embedded server keeps running: in use by {'; '.join(outcome.users)}; "
+            "`import-pipeline stop` stops it once they are done (`--force` ends their sessions)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"the embedded server keeps running: {outcome.error}", file=sys.stderr)
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -128,11 +158,25 @@ def _init(_args: argparse.Namespace) -> int:
 
 
 def _dsn(_args: argparse.Namespace) -> int:
-    url = bootstrap(keep_server=True)
+    embedded = not os.environ.get(DATABASE_URL_ENV)  # bootstrap exports the URL it resolves
+    url = bootstrap()
     print(url)
-    if not os.environ.get(DATABASE_URL_ENV):
-        print("the embedded server keeps running; `import-pipeline dev` stops it when it exits", file=sys.stderr)
+    if embedded:
+        print(
+            "the embedded server keeps running: `import-pipeline stop` stops it, and so does `import-pipeline dev`"
+            " when it exits with no other session connected",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    if os.environ.get(DATABASE_URL_ENV):
+        print(f"{DATABASE_URL_ENV} is set: the leads database is not the embedded server, nothing to stop", file=sys.stderr)
+        return 0
+    outcome = stop_embedded_server(home_dir(), force=args.force)
+    _report_stop(outcome)
+    return 0 if outcome.stopped or not outcome.was_running else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     dsn = commands.add_parser("dsn", help="print the leads database connection string")
     dsn.set_defaults(handler=_dsn)
+
+    stop = commands.add_parser("stop", help="stop the embedded server, unless other sessions use it")
+    stop.add_argument("--force", action="store_true", help="stop it anyway, ending every session")
+    stop.set_defaults(handler=_stop)
 
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -1,0 +1,175 @@
+"""The embedded server's lifetime, as a user lives it: real `import-pipeline` processes, a real server.
+
+No command drops a session it did not open; `import-pipeline stop` refuses while others use the server.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from import_pipeline.config import (
+    CHUNK_ROWS_ENV,
+    DAGSTER_DIR_ENV,
+    DAGSTER_HOME_ENV,
+    DAGSTER_PG_URL_ENV,
+    DATABASE_URL_ENV,
+    HOME_ENV,
+    LANDING_DIR_ENV,
+)
+from import_pipeline_tests.conftest import SAMPLES
+
+
+@dataclass
+class EmbeddedHome:
+    """A state folder whose embedded server only `import-pipeline` commands start."""
+
+    home: Path
+    env: dict[str, str]
+    postmasters: set[int] = field(default_factory=set)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(["import-pipeline", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        self.note_postmaster()
+        return done
+
+    def postmaster_pid(self) -> int | None:
+        """The running server's pid, from `pgdata/postmaster.pid`; None once it is gone."""
+        try:
+            pid = int((self.home / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    def note_postmaster(self) -> None:
+        pid = self.postmaster_pid()
+        if pid is not None:
+            self.postmasters.add(pid)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[EmbeddedHome]:
+    """The CLI's environment on the embedded default; stops every server it started by its postmaster pid."""
+    # Nothing from the suite's own pipelines: Dagster's storage and folders follow the embedded server.
+    # The suite's chunks of three records would only slow the import down here.
+    inherited = (DAGSTER_PG_URL_ENV, DAGSTER_DIR_ENV, DAGSTER_HOME_ENV, "DAGSTER_HOME", LANDING_DIR_ENV, CHUNK_ROWS_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
+    env[HOME_ENV] = str(tmp_path / "home")
+    env[DATABASE_URL_ENV] = ""
+    state = EmbeddedHome(tmp_path / "home", env)
+    yield state
+    state.note_postmaster()
+    for pid in state.postmasters:
+        try:
+            process = psutil.Process(pid)
+            if not process.name().startswith("postgres"):
+                continue
+            process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+            process.wait(30)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            process.kill()
+
+
+def _session(embedded: EmbeddedHome) -> psycopg.Connection:
+    done = embedded.cli("dsn")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "keeps running" in done.stderr
+    return psycopg.connect(done.stdout.strip(), autocommit=True, application_name="crm")
+
+
+def _backend_pid(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_embedded_server_session_survives_import_and_history(embedded):
+    with _session(embedded) as conn:
+        backend, postmaster = _backend_pid(conn), embedded.postmaster_pid()
+
+        imported = embedded.cli("import", str(SAMPLES / "leads_sample.csv"), "--json")
+        history = embedded.cli("history", "--json")
+
+        assert imported.returncode == 0, imported.stderr[-3000:]
+        assert json.loads(imported.stdout)["status"] == "success"
+        assert history.returncode == 0, history.stderr[-3000:]
+        assert [row["status"] for row in json.loads(history.stdout)] == ["success"]
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _backend_pid(conn) == backend
+        assert embedded.postmaster_pid() == postmaster
+        assert conn.execute("SELECT count(*) FROM leads").fetchone() == (936,)
+
+
+def test_embedded_server_stop_refuses_while_a_session_is_open(embedded):
+    conn = _session(embedded)
+    backend, postmaster = _backend_pid(conn), embedded.postmaster_pid()
+
+    refused = embedded.cli("stop")
+
+    assert refused.returncode == 1
+    assert f"session {backend} (postgres on leads, crm)" in refused.stderr
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert _backend_pid(conn) == backend and embedded.postmaster_pid() == postmaster
+
+    conn.close()
+    stopped = embedded.cli("stop")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "the embedded server stopped" in stopped.stderr
+    assert not psutil.pid_exists(postmaster)
+    assert not (embedded.home / "pgdata" / "postmaster.pid").exists()
+
+    again = embedded.cli("stop")
+    assert again.returncode == 0 and "is not running" in again.stderr
+
+
+def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
+    # A process that started the server as every command does, and holds it until its stdin closes.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from import_pipeline.resources import start_embedded_server; "
+            "start_embedded_server(Path(sys.argv[1]), keep_running=True); print('ready', flush=True); sys.stdin.read()",
+            str(embedded.home),
+        ],
+        env=embedded.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        embedded.note_postmaster()
+        postmaster = embedded.postmaster_pid()
+
+        refused = embedded.cli("stop")
+
+        assert refused.returncode == 1
+        assert f"process {holder.pid} (" in refused.stderr
+        assert embedded.postmaster_pid() == postmaster
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+    stopped = embedded.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not psutil.pid_exists(postmaster)
+
+
+def test_embedded_server_stop_with_a_configured_database_has_nothing_to_stop(embedded):
+    embedded.env[DATABASE_URL_ENV] = "postgresql://nobody@127.0.0.1:1/leads"
+
+    done = embedded.cli("stop")
+
+    assert done.returncode == 0
+    assert "nothing to stop" in done.stderr
+    assert not (embedded.home / "pgdata").exists()
