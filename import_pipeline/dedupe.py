@@ -1,5 +1,8 @@
-"""Dedupe: normalized match keys per record, and the SQL that keeps one row per key within the file and
-matches rows to existing leads; the load runs that SQL inside its transaction, on the staged file."""
+"""Dedupe: the SQL that keeps one row per match key within the file and matches rows to live leads.
+
+The keys themselves are computed by the database (`schema.KEY_EXPRESSIONS`), for leads and for the
+load's staging table alike; the load runs this SQL inside its transaction, on the staged file.
+"""
 
 import time
 
@@ -9,41 +12,53 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.config import DedupeConfig, MatchKey
-from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
+from import_pipeline.resources import Parts
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"
 KEY_COLUMNS = {"email": EMAIL_KEY, "external_id": EXTERNAL_KEY, "phone_company": PHONE_COMPANY_KEY}
+# The fields each key is computed from (schema.KEY_EXPRESSIONS).
+KEY_FIELDS = {"email": ("email",), "external_id": ("external_id",), "phone_company": ("phone", "company_name")}
+LIVE = sql.SQL("deleted_at IS NULL AND duplicate_of IS NULL")
+EVERY_ROW = sql.SQL("TRUE")
 
 
-def email_key(email: pl.Expr) -> pl.Expr:
-    """Email without any Unicode whitespace, NFC-normalized and lower-cased; null stays null."""
-    return email.str.replace_all(r"\s+", "").str.normalize("NFC").str.to_lowercase().replace("", None)
+def keys_with_email(keys: list[str]) -> list[str]:
+    """The configured keys, then email: the live-email index decides races whatever the configured keys."""
+    return [*keys, *([] if "email" in keys else ["email"])]
 
 
-def external_key(external_id: pl.Expr, source: str) -> pl.Expr:
-    """`<source>:<id>`: ids are only unique within the system that issued them."""
-    return pl.concat_str(pl.lit(f"{source}:"), external_id.str.strip_chars())
+def ensure_key_indexes(conn: psycopg.Connection, keys: list[str]) -> list[str]:
+    """Build the index of each weaker key an import matches by, concurrently (writes go on); return those built.
+
+    Only email's is kept from the start: each index costs seconds per million leads inserted.
+    """
+    built = []
+    for name in keys:
+        if name == "email":
+            continue
+        column = KEY_COLUMNS[name]
+        index = f"leads_{column}_live"
+        valid = conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (index,)
+        ).fetchone()
+        if valid and valid[0]:
+            continue
+        if valid:  # a build that was interrupted leaves an invalid index behind
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index)))
+        conn.execute(
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON leads ({}) WHERE {} IS NOT NULL AND {}").format(
+                sql.Identifier(index), sql.Identifier(column), sql.Identifier(column), LIVE
+            )
+        )
+        built.append(index)
+    return built
 
 
-def phone_company_key(phone_e164: pl.Expr, phone: pl.Expr, company: pl.Expr) -> pl.Expr:
-    """E.164 phone (digits of the raw phone when it did not parse) with the company's letters and digits."""
-    number = pl.coalesce(phone_e164, phone.str.replace_all(r"[^0-9+]", "").replace("", None))
-    name = company.str.normalize("NFKD").str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]", "").replace("", None)
-    return pl.concat_str(number, pl.lit("|"), name)
-
-
-def with_keys(valid: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Valid records with every match key column (null where the record lacks the fields)."""
-    e164 = pl.col("phone_e164") if "phone_e164" in valid.columns else pl.lit(None, pl.String)
-    return valid.with_columns(
-        email_key(pl.col("email")).alias(EMAIL_KEY),
-        external_key(pl.col("external_id"), source).alias(EXTERNAL_KEY),
-        phone_company_key(e164, pl.col("phone"), pl.col("company_name")).alias(PHONE_COMPANY_KEY),
-    )
-
-
-def _move_losers(cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identifier, keep: str, lead: sql.Composable) -> None:
-    """Move the staged rows that share `group` with a kept row (`keep`: the first or last) into `outcomes`."""
+def move_losers(
+    cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identifier, keep: str, lead: sql.Composable,
+    scope: sql.Composable = EVERY_ROW,
+) -> None:
+    """Move the staged rows in `scope` that share `group` with a kept row (`keep`: the first or last) into `outcomes`."""
     order = sql.SQL("ASC" if keep == "first" else "DESC")
     cur.execute(
         sql.SQL(
@@ -51,7 +66,7 @@ def _move_losers(cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identi
             WITH ranked AS (
                 SELECT source_row, {lead} AS lead_id,
                        first_value(source_row) OVER (PARTITION BY {group} ORDER BY source_row {order}) AS kept
-                FROM {staging} WHERE {group} IS NOT NULL
+                FROM {staging} s WHERE {group} IS NOT NULL AND {scope}
             ), moved AS (
                 INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
                 SELECT source_row, lead_id, 'duplicate_in_file', kept, kept FROM ranked WHERE source_row <> kept
@@ -59,7 +74,7 @@ def _move_losers(cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identi
             )
             DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
             """
-        ).format(lead=lead, group=group, order=order, staging=staging)
+        ).format(lead=lead, group=group, order=order, staging=staging, scope=scope)
     )
 
 
@@ -71,7 +86,7 @@ def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: 
     that survived. Runs in PostgreSQL: the whole file is never in memory at once.
     """
     for name in keys:
-        _move_losers(cur, staging, sql.Identifier(KEY_COLUMNS[name]), keep, lead=sql.SQL("NULL::bigint"))
+        move_losers(cur, staging, sql.Identifier(KEY_COLUMNS[name]), keep, lead=sql.SQL("NULL::bigint"))
     # A row kept by one key may lose to another later: follow the chain to the row that survived.
     for _ in keys[1:]:
         cur.execute(
@@ -82,43 +97,53 @@ def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: 
         )
 
 
-def match_existing(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str) -> None:
-    """Point each staged row at the live lead it matches, key by key in priority order.
+def match_existing(
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str, scope: sql.Composable = EVERY_ROW
+) -> None:
+    """Point each staged row in `scope` at the live lead it matches, key by key in priority order.
 
     Two rows matching one lead keep only one (`keep`); the others become in-file duplicates. Runs in
-    the load's transaction: only there is the answer exact while other imports write at the same time.
+    the load's transaction, each statement seeing what other sessions committed before it.
     """
     for name in keys:
         key = sql.Identifier(KEY_COLUMNS[name])
         # Email is unique among live leads; the weaker keys may match several, and the oldest wins.
         candidates = sql.SQL(
             "leads" if name == "email" else "(SELECT DISTINCT ON ({key}) * FROM leads "
-            "WHERE {key} IN (SELECT {key} FROM {staging}) AND deleted_at IS NULL AND duplicate_of IS NULL "
-            "ORDER BY {key}, id)"
-        ).format(key=key, staging=staging)
+            "WHERE {key} IN (SELECT {key} FROM {staging} s WHERE {scope}) AND {live} ORDER BY {key}, id)"
+        ).format(key=key, staging=staging, scope=scope, live=LIVE)
         cur.execute(
             sql.SQL(
                 """
                 UPDATE {staging} s SET match_id = l.id
                 FROM {candidates} l
                 WHERE s.match_id IS NULL AND l.{key} = s.{key} AND l.deleted_at IS NULL AND l.duplicate_of IS NULL
+                  AND {scope}
                 """
-            ).format(staging=staging, candidates=candidates, key=key)
+            ).format(staging=staging, candidates=candidates, key=key, scope=scope)
         )
-    _move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.Identifier("match_id"))
+    move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.Identifier("match_id"), scope=scope)
+
+
+def still_matches(keys: list[str]) -> sql.Composable:
+    """The lead `l` is live and still shares a key with the staged row `s` (it may have changed since matching)."""
+    shared = sql.SQL(" OR ").join(sql.SQL("l.{k} = s.{k}").format(k=sql.Identifier(KEY_COLUMNS[n])) for n in keys)
+    return sql.SQL("l.deleted_at IS NULL AND l.duplicate_of IS NULL AND ({})").format(shared)
 
 
 @dg.op(out={"leads": dg.Out(), "summary": dg.Out()})
-def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, landing: LandingFolder, valid: Parts, summary: dict):
-    """Compute each valid record's match keys, chunk by chunk; the load drops duplicates by them."""
+def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, summary: dict):
+    """Choose how rows are matched to each other and to live leads; the load applies it in SQL."""
     started = time.perf_counter()
     keys = [MatchKey(k).value for k in config.match_keys]
-    keyed = PartsWriter(step_output_dir(landing.home, context.run_id, str(context.op_handle)) / "leads")
-    for chunk in valid.frames():
-        keyed.write(with_keys(chunk, config.source))
-    keyed = keyed.parts()
-    summary = summary | {"match_keys": keys, "keep": config.keep}
+    # Every part the load will stage is there and has what the keys are computed from (reads footers only).
+    needed = {field for key in keys for field in KEY_FIELDS[key]}
+    for path in valid.paths:
+        missing = needed - set(pl.read_parquet_schema(path))
+        if missing:
+            raise dg.Failure(description=f"{path}: the valid records lack {sorted(missing)}, needed by the match keys")
+    summary = summary | {"match_keys": keys, "keep": config.keep, "source": config.source}
     summary["seconds"] = summary["seconds"] | {"dedupe": time.perf_counter() - started}
-    context.add_output_metadata({"rows_keyed": keyed.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads")
-    yield dg.Output(keyed, "leads")
+    context.add_output_metadata({"rows": valid.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads")
+    yield dg.Output(valid, "leads")
     yield dg.Output(summary, "summary")

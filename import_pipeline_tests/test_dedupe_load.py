@@ -30,7 +30,7 @@ def _run(tmp_path, name: str, text: str, load: dict | None = None, dedupe: dict 
 
 def _history(pipeline, partition_key: str) -> list[tuple]:
     return pipeline.query(
-        "SELECT h.source_row, h.action, l.email_key, h.duplicate_of_row, h.changes FROM lead_history h "
+        "SELECT h.source_row, h.action, l.email_key, h.duplicate_of_row, h.changes FROM import_outcomes h "
         "JOIN imports i ON i.id = h.import_id LEFT JOIN leads l ON l.id = h.lead_id "
         "WHERE i.partition_key = %s ORDER BY h.source_row",
         (partition_key,),
@@ -182,4 +182,4 @@ def test_concurrent_imports_of_overlapping_files_add_up(pipeline, tmp_path):
     assert sum(r["inserted"] for r in results) == pipeline.scalar("SELECT count(*) FROM leads") == 300 + 4 * 100
     assert sum(r["duplicates_existing"] for r in results) == 3 * 300
     assert pipeline.scalar("SELECT count(*) - count(DISTINCT email_key) FROM leads") == 0
-    assert pipeline.scalar("SELECT count(*) FROM lead_history") == 4 * 400
+    assert pipeline.scalar("SELECT count(*) FROM import_outcomes") == 4 * 400

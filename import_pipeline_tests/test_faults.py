@@ -20,7 +20,7 @@ from import_pipeline_tests.test_import_job import FILLER, HANDMADE
 from import_pipeline_tests.test_reexecution import _tables
 
 BLOCKED_AT = {
-    # After the new leads are written, before the transaction ends (the load holds the leads table's lock).
+    # After the new leads are written, before the transaction ends (the load holds their row locks).
     "merge": ("lead_history", "INSERT INTO lead_history"),
     "copy": ("rejected_rows", 'COPY "rejected_rows"'),
 }

@@ -192,7 +192,7 @@ def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
     assert {k: output[k] for k in HANDMADE_COUNTS} == HANDMADE_COUNTS
     assert pipeline.scalar("SELECT count(*) FROM leads") == 5 + FILLER
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5
-    assert pipeline.scalar("SELECT count(*) FROM lead_history") == 6 + FILLER, "one history row per valid row, once"
+    assert pipeline.scalar("SELECT count(*) FROM import_outcomes") == 6 + FILLER, "one outcome per valid row, once"
     assert json.loads(json.dumps(pipeline.scalar("SELECT counts FROM imports"))) == HANDMADE_COUNTS
 
 

@@ -73,7 +73,7 @@ UNREADABLE_INPUT = {
     "parse": None,
     "validate": ("parse", "records"),  # the folder of its parquet parts
     "dedupe": ("validate", "valid"),
-    "load": ("dedupe", "leads"),
+    "load": ("validate", "valid"),  # the parts the dedupe step handed on, which the load stages
     "archive_file": ("load", "result.json"),
 }
 

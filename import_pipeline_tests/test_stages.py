@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 
 from import_pipeline import phones
-from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates, email_key, with_keys
+from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
 from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation, copy_frames, create_work_tables
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
@@ -40,24 +40,24 @@ def test_map_headers_two_columns_for_one_field_rejects_the_file():
         map_headers(["Company", "Email", "E-mail"])
 
 
-def test_email_key_normalization():
-    emails = pl.Series(["  Ann@Acme.COM ", "ann@acme.com\u2003", "a n n@acme.com", "Ａnn@acme.com", None, " "])
-    keys = pl.select(email_key(pl.lit(emails))).to_series().to_list()
-    # NFC keeps the full-width letter distinct (it is not compatibility-folded).
-    assert keys == ["ann@acme.com", "ann@acme.com", "ann@acme.com", "ａnn@acme.com", None, None]
+def test_email_key_normalization(pipeline):
+    emails = ["  Ann@Acme.COM ", "ann@acme.com\u2003", "a n n@acme.com", "Ａnn@acme.com", "E\u0301lise@x.fr", "\u00c9lise@x.fr", None, " "]
+    keys = [pipeline.scalar("SELECT lead_email_key(%s)", (e,)) for e in emails]
+    # NFC keeps the full-width letter distinct (it is not compatibility-folded) and joins an accent to its letter.
+    assert keys == ["ann@acme.com", "ann@acme.com", "ann@acme.com", "ａnn@acme.com", "élise@x.fr", "élise@x.fr", None, None]
 
 
 def _keyed(**columns):
     empty = {f: [None] * len(columns["source_row"]) for f in ("email", "external_id", "phone", "company_name")}
-    return with_keys(pl.DataFrame(empty | columns, schema_overrides={f: pl.String for f in empty}), "crm")
+    return pl.DataFrame(empty | columns, schema_overrides={f: pl.String for f in empty})
 
 
 def _in_file_duplicates(pipeline, keyed: pl.DataFrame, keys: list[str], keep: str = "first") -> tuple[list, list]:
     """(rows kept, (row, duplicate of, survivor) per duplicate) from the load's own SQL on a real server."""
     staging = sql.Identifier("staging_test")
     with psycopg.connect(pipeline.leads_url) as conn, conn.cursor() as cur:
-        create_work_tables(cur, staging)
-        copy_frames(cur, staging, ["source_row", *KEY_COLUMNS.values()], [keyed], keyed.height)
+        create_work_tables(cur, staging, list(KEY_COLUMNS), "crm")
+        copy_frames(cur, staging, keyed.columns, [keyed], keyed.height)
         drop_in_file_duplicates(cur, staging, keys, keep)
         kept = [row for (row,) in cur.execute(sql.SQL("SELECT source_row FROM {} ORDER BY 1").format(staging))]
         duplicates = cur.execute("SELECT source_row, duplicate_of_row, survivor_row FROM outcomes ORDER BY 1").fetchall()
@@ -84,11 +84,17 @@ def test_drop_in_file_duplicates_keep_last_and_key_priority_chain(pipeline):
     assert duplicates == [(2, 3, 7), (3, 4, 7), (4, 7, 7), (6, 7, 7)]
 
 
-def test_match_keys_scope_and_normalization():
-    keyed = _keyed(
-        source_row=[2], external_id=[" 0042 "], phone=["+33 (0)1 23"], company_name=["ACME S.A."]
+def test_match_keys_scope_and_normalization(pipeline):
+    pipeline.execute(
+        "INSERT INTO leads (company_name, external_source, external_id, phone) VALUES ('ACME S.A.', 'crm', ' 0042 ', '+33 (0)1 23'),"
+        " ('Müller & Söhne', 'default', '7', '0611'), ('Acme', 'crm', NULL, NULL)"
     )
-    assert keyed.select("external_key", "phone_company_key").rows() == [("crm:0042", "+330123|acmesa")]
+    assert pipeline.query("SELECT external_key, phone_company_key FROM leads ORDER BY id") == [
+        ("crm:0042", "+330123|acmesa"), ("default:7", "0611|mullersohne"), (None, None)
+    ]
+    # The E.164 form wins over the raw digits when the import found one.
+    pipeline.execute("UPDATE leads SET phone_e164 = '+33123' WHERE external_id = ' 0042 '")
+    assert pipeline.scalar("SELECT phone_company_key FROM leads WHERE external_source = 'crm' AND external_id IS NOT NULL") == "+33123|acmesa"
 
 
 def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
