@@ -173,3 +173,27 @@ def test_application_migration_6_recomputes_keys_of_existing_leads(server_url, t
             ("ann@acme.com", "crm:a", "crm:a:42", "+1555|acme")
         ]
         assert conn.execute("SELECT action, source_row FROM import_outcomes").fetchall() == [("inserted", 2)]
+
+
+def test_application_import_killed_while_waiting_for_the_application_then_retried(pipeline, tmp_path):
+    path = tmp_path / "killed.csv"
+    path.write_text(FILE)
+    with psycopg.connect(pipeline.leads_url) as app:
+        app.execute("INSERT INTO leads (company_name, email) VALUES ('Beta (app)', 'bob@beta.com')")
+        process = _import(path)
+        with _load_waiting_for(pipeline.leads_url, process):
+            process.kill()
+            process.wait()
+        app.commit()
+    assert pipeline.scalar("SELECT count(*) FROM imports") == 0
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 1, "nothing of the killed load was committed"
+    run = pipeline.instance.get_runs(limit=1)[0]
+
+    retry = subprocess.run(["import-pipeline", "retry", run.run_id, "--json"], capture_output=True, text=True, timeout=300)
+    result = json.loads(retry.stdout)
+
+    assert result["status"] == "success", result["error"]
+    assert (result["inserted"], result["duplicates_existing"]) == (3, 1)
+    assert pipeline.query("SELECT email_key FROM leads ORDER BY email_key") == [
+        ("ann@acme.com",), ("bob@beta.com",), ("dan@delta.com",), ("gus@gamma.com",)
+    ]
