@@ -149,8 +149,8 @@ def create_work_tables(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[
         ) ON COMMIT DROP
         """
     )
-    # Rows whose match must be looked up again: they lost a race with another session.
-    cur.execute("CREATE TEMPORARY TABLE losers (source_row integer PRIMARY KEY) ON COMMIT DROP")
+    # Rows whose match is looked up again in a round: they lost a race with another session in the one before.
+    cur.execute("CREATE TEMPORARY TABLE losers (round integer, source_row integer, PRIMARY KEY (round, source_row)) ON COMMIT DROP")
 
 
 def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -> dict | None:
@@ -213,39 +213,74 @@ def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadCon
 
 
 UNDECIDED = sql.SQL("NOT EXISTS (SELECT FROM outcomes o WHERE o.source_row = s.source_row)")
-IN_LOSERS = sql.SQL("s.source_row IN (SELECT source_row FROM losers)")
+LIVE_EMAIL_INDEX = "leads_email_key_live"
+
+
+def _in_round(round_number: int) -> sql.Composable:
+    """The staged rows a round handles: all of them first, then those that lost a race in the round before."""
+    if round_number == 0:
+        return EVERY_ROW
+    return sql.SQL("s.source_row IN (SELECT source_row FROM losers WHERE round = {})").format(sql.Literal(round_number))
 
 
 class LostRaces(Exception):
     """Rows kept losing their lead to other sessions' writes for `MAX_ROUNDS` rounds: the attempt starts again."""
 
 
+def _insert_statement(staging: sql.Identifier, where: sql.Composable, action: str, arbitrated: bool) -> sql.Composable:
+    columns = sql.SQL(", ").join(map(sql.Identifier, (*LEAD_VALUES, OWNER, EXTERNAL_SOURCE)))
+    insert = sql.SQL(
+        """
+        INSERT INTO leads ({columns}, duplicate_of, created_by_import, updated_by_import, source_file, source_row)
+        SELECT {columns}, {duplicate_of}, %(import_id)s, %(import_id)s, %(source_file)s, source_row
+        FROM {staging} s WHERE {where}
+        ORDER BY email_key, source_row
+        """
+    ).format(
+        columns=columns, duplicate_of=sql.SQL("match_id" if action == "created" else "NULL"), staging=staging, where=where
+    )
+    if not arbitrated:
+        return insert
+    return sql.SQL(
+        """
+        WITH inserted AS (
+            {insert}
+            ON CONFLICT (email_key) WHERE email_key IS NOT NULL AND deleted_at IS NULL AND duplicate_of IS NULL DO NOTHING
+            RETURNING id, source_row
+        )
+        INSERT INTO outcomes (source_row, lead_id, action) SELECT source_row, id, %(action)s FROM inserted
+        """
+    ).format(insert=insert)
+
+
 def _insert(cur: psycopg.Cursor, staging: sql.Identifier, where: sql.Composable, action: str, import_id: int, source_file: str) -> None:
     """Insert the staged rows `where` as new leads; a row whose email a live lead took meanwhile is left out."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, (*LEAD_VALUES, OWNER, EXTERNAL_SOURCE)))
-    duplicate_of = sql.SQL("match_id" if action == "created" else "NULL")
     # The live-email index arbitrates against the application: a lead it inserted since matching
     # wins, and the row is matched again. Key order keeps the email index's pages in order as they fill.
-    cur.execute(
-        sql.SQL(
-            """
-            WITH inserted AS (
-                INSERT INTO leads ({columns}, duplicate_of, created_by_import, updated_by_import, source_file, source_row)
-                SELECT {columns}, {duplicate_of}, %(import_id)s, %(import_id)s, %(source_file)s, source_row
-                FROM {staging} s WHERE {where} AND {undecided}
-                ORDER BY email_key, source_row
-                ON CONFLICT (email_key) WHERE email_key IS NOT NULL AND deleted_at IS NULL AND duplicate_of IS NULL
-                DO NOTHING
-                RETURNING id, source_row
-            )
-            INSERT INTO outcomes (source_row, lead_id, action) SELECT source_row, id, %(action)s FROM inserted
-            """
-        ).format(columns=columns, duplicate_of=duplicate_of, staging=staging, where=where, undecided=UNDECIDED),
-        {"import_id": import_id, "source_file": source_file, "action": action},
-    )
+    statement = _insert_statement(staging, sql.SQL("{} AND {}").format(where, UNDECIDED), action, arbitrated=True)
+    cur.execute(statement, {"import_id": import_id, "source_file": source_file, "action": action})
 
 
-def _change(config: LoadConfig, import_id: int, staging: sql.Identifier, keys: list[str]) -> tuple[sql.Composable, dict]:
+def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int, source_file: str) -> int | None:
+    """Insert every unmatched row at once, without arbitration; None (nothing inserted) when one's email was taken.
+
+    Usually no session took any of them since matching: a plain INSERT, its rows found again by
+    `created_by_import`, skips the speculative insertion and the RETURNING of each row (measured: ...).
+    """
+    statement = _insert_statement(staging, sql.SQL("match_id IS NULL"), "inserted", arbitrated=False)
+    try:
+        with cur.connection.transaction():  # a savepoint: a lost race undoes only this statement
+            cur.execute(statement, {"import_id": import_id, "source_file": source_file})
+    except psycopg.errors.UniqueViolation as e:
+        if e.diag.constraint_name != LIVE_EMAIL_INDEX:
+            raise
+        return None
+    return cur.rowcount
+
+
+def _change(
+    config: LoadConfig, import_id: int, staging: sql.Identifier, keys: list[str], scope: sql.Composable = EVERY_ROW
+) -> tuple[sql.Composable, dict]:
     """The `update`/`merge` statement: changed leads only, with each changed field's old and new value."""
     incoming_wins = config.on_existing == "update"
     values = {
@@ -271,11 +306,12 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier, keys: l
     return sql.SQL(
         """
         WITH old AS (
-            SELECT l.* FROM leads l WHERE l.id IN (SELECT match_id FROM {staging} s WHERE {undecided})
+            SELECT l.* FROM leads l WHERE l.id IN (SELECT match_id FROM {staging} s WHERE {scope} AND {undecided})
         ), changed AS (
             UPDATE leads l SET {assignments}, updated_by_import = %(import_id)s, updated_at = now()
             FROM {staging} s
-            WHERE l.id = s.match_id AND {undecided} AND {still_matches} AND ({current}) IS DISTINCT FROM ({incoming})
+            WHERE l.id = s.match_id AND {scope} AND {undecided} AND {still_matches}
+              AND ({current}) IS DISTINCT FROM ({incoming})
             RETURNING l.*, s.source_row AS staged_row
         )
         INSERT INTO outcomes (source_row, lead_id, action, changes)
@@ -285,6 +321,7 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier, keys: l
         """
     ).format(
         staging=staging,
+        scope=scope,
         undecided=UNDECIDED,
         still_matches=still_matches(keys),
         assignments=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(n), values[n]) for n in names),
@@ -294,58 +331,79 @@ def _change(config: LoadConfig, import_id: int, staging: sql.Identifier, keys: l
     ), {"import_id": import_id, "action": "updated" if incoming_wins else "merged"}
 
 
-def _match_losers_again(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str) -> None:
+def _match_losers_again(
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str, scope: sql.Composable, import_id: int
+) -> None:
     """Match the rows that lost a race to the lead that won it; a lead another row already has makes them its duplicates."""
-    cur.execute(sql.SQL("UPDATE {} s SET match_id = NULL WHERE {}").format(staging, IN_LOSERS))
-    match_existing(cur, staging, keys, keep, scope=IN_LOSERS)
+    cur.execute(sql.SQL("UPDATE {} s SET match_id = NULL WHERE {}").format(staging, scope))
+    match_existing(cur, staging, keys, keep, scope=scope)
     cur.execute(
         sql.SQL(
             """
-            WITH taken AS (
+            WITH wanted AS (
+                SELECT match_id FROM {staging} s WHERE {scope} AND match_id IS NOT NULL
+            ), taken AS (
                 SELECT lead_id, min(source_row) AS by_row FROM (
                     SELECT o.lead_id, o.source_row FROM outcomes o
-                    WHERE o.action <> 'duplicate_in_file' AND o.lead_id IN (SELECT match_id FROM {staging} s WHERE {in_losers})
+                    WHERE o.action <> 'duplicate_in_file' AND o.lead_id IN (SELECT match_id FROM wanted)
                     UNION ALL
-                    SELECT t.match_id, t.source_row FROM {staging} t
-                    WHERE t.match_id IN (SELECT match_id FROM {staging} s WHERE {in_losers})
-                      AND t.source_row NOT IN (SELECT source_row FROM losers)
+                    SELECT l.id, l.source_row FROM leads l
+                    WHERE l.id IN (SELECT match_id FROM wanted) AND l.created_by_import = %(import_id)s
+                    UNION ALL
+                    SELECT s.match_id, s.source_row FROM {staging} s
+                    WHERE s.match_id IN (SELECT match_id FROM wanted) AND NOT ({scope})
                 ) claims GROUP BY lead_id
             ), moved AS (
                 INSERT INTO outcomes (source_row, lead_id, action, duplicate_of_row, survivor_row)
                 SELECT s.source_row, s.match_id, 'duplicate_in_file', t.by_row, t.by_row
-                FROM {staging} s JOIN taken t ON t.lead_id = s.match_id WHERE {in_losers}
+                FROM {staging} s JOIN taken t ON t.lead_id = s.match_id WHERE {scope}
                 RETURNING source_row
             )
             DELETE FROM {staging} WHERE source_row IN (SELECT source_row FROM moved)
             """
-        ).format(staging=staging, in_losers=IN_LOSERS)
+        ).format(staging=staging, scope=scope),
+        {"import_id": import_id},
     )
-    cur.execute("DELETE FROM losers")
 
 
 def _apply(
     cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, import_id: int, source_file: str,
     keys: list[str], keep: str, log=None,
-) -> None:
+) -> int:
     """Give every staged row its outcome: a new lead, a change to the lead it matches, or a duplicate of it.
 
     No lock but the rows written: the application may insert, change or delete leads meanwhile. A row
-    whose email it took, or whose matched lead it deleted or re-keyed, is matched again and retried.
+    whose email it took, or whose matched lead it deleted or re-keyed, is matched again in the next
+    round. Returns the leads inserted without an `outcomes` row (see `_insert_all_new`).
     """
     unmatched, matched = sql.SQL("match_id IS NULL"), sql.SQL("match_id IS NOT NULL")
     _assign_owners(cur, staging, config, sql.SQL("TRUE") if config.on_existing == "create" else unmatched)
+    all_keys = keys_with_email(keys)
+    inserted_plainly = 0
     for round_number in range(MAX_ROUNDS):
+        scope = _in_round(round_number)
         if round_number:
-            _match_losers_again(cur, staging, keys_with_email(keys), keep)
-        _insert(cur, staging, unmatched, "inserted", import_id, source_file)
+            _match_losers_again(cur, staging, all_keys, keep, scope, import_id)
+        plain = _insert_all_new(cur, staging, import_id, source_file) if round_number == 0 else None
+        if plain is None:
+            _insert(cur, staging, sql.SQL("{} AND {}").format(unmatched, scope), "inserted", import_id, source_file)
+        else:
+            inserted_plainly = plain
         if config.on_existing == "create":
-            _insert(cur, staging, matched, "created", import_id, source_file)
+            _insert(cur, staging, sql.SQL("{} AND {}").format(matched, scope), "created", import_id, source_file)
         if round_number == 0:
-            # Temporary tables are never analyzed automatically; the joins below need its size.
+            # Temporary tables are never analyzed automatically; the joins below need their sizes.
             cur.execute("ANALYZE outcomes")
-        cur.execute(sql.SQL("INSERT INTO losers SELECT source_row FROM {} s WHERE match_id IS NULL AND {}").format(staging, UNDECIDED))
+        next_round = {"next": round_number + 1}
+        if plain is None:
+            cur.execute(
+                sql.SQL("INSERT INTO losers SELECT %(next)s, source_row FROM {} s WHERE {} AND match_id IS NULL AND {}").format(
+                    staging, scope, UNDECIDED
+                ),
+                next_round,
+            )
         if config.on_existing in ("update", "merge"):
-            statement, params = _change(config, import_id, staging, keys_with_email(keys))
+            statement, params = _change(config, import_id, staging, all_keys, scope)
             cur.execute(statement, params)
         # Matched rows that changed nothing (or strategy `skip`) are duplicates of the lead they match.
         cur.execute(
@@ -353,20 +411,22 @@ def _apply(
                 """
                 INSERT INTO outcomes (source_row, lead_id, action)
                 SELECT s.source_row, s.match_id, 'skipped' FROM {staging} s JOIN leads l ON l.id = s.match_id
-                WHERE {undecided} AND {still_matches}
+                WHERE {scope} AND {undecided} AND {still_matches}
                 """
-            ).format(staging=staging, undecided=UNDECIDED, still_matches=still_matches(keys_with_email(keys)))
+            ).format(staging=staging, scope=scope, undecided=UNDECIDED, still_matches=still_matches(all_keys))
         )
         # Left: rows whose lead was deleted or re-keyed since matching.
         cur.execute(
-            sql.SQL("INSERT INTO losers SELECT source_row FROM {} s WHERE match_id IS NOT NULL AND {} ON CONFLICT DO NOTHING").format(
-                staging, UNDECIDED
-            )
+            sql.SQL(
+                "INSERT INTO losers SELECT %(next)s, source_row FROM {} s WHERE {} AND match_id IS NOT NULL AND {}"
+                " ON CONFLICT DO NOTHING"
+            ).format(staging, scope, UNDECIDED),
+            next_round,
         )
-        cur.execute("SELECT count(*) FROM losers")
+        cur.execute("SELECT count(*) FROM losers WHERE round = %(next)s", next_round)
         lost = cur.fetchone()[0]
         if not lost:
-            return
+            return inserted_plainly
         if log is not None:
             log.info(f"load: {lost:,} rows lost their lead to another session's write; matching them again")
     raise LostRaces(f"rows still lost their lead to other sessions' writes after {MAX_ROUNDS} rounds")
@@ -433,7 +493,7 @@ def load_import(
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
-        _apply(cur, staging, config, import_id, summary["source_file"], keys, keep, log)
+        inserted_plainly = _apply(cur, staging, config, import_id, summary["source_file"], keys, keep, log)
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
         lap("write leads")
@@ -443,6 +503,14 @@ def load_import(
             UPDATE outcomes d SET lead_id = k.lead_id FROM outcomes k
             WHERE d.action = 'duplicate_in_file' AND d.lead_id IS NULL AND k.source_row = d.survivor_row
             """
+        )
+        cur.execute(
+            """
+            UPDATE outcomes d SET lead_id = l.id FROM leads l
+            WHERE d.action = 'duplicate_in_file' AND d.lead_id IS NULL
+              AND l.created_by_import = %s AND l.source_row = d.survivor_row
+            """,
+            (import_id,),
         )
         # An inserted lead records its import and line itself (`created_by_import`, `source_row`; the
         # view `import_outcomes` shows every row): a history row for it cost 5 s per million rows.
@@ -456,6 +524,7 @@ def load_import(
         lap("write history")
         cur.execute("SELECT action, count(*) FROM outcomes GROUP BY action")
         by_action = dict.fromkeys(OUTCOMES, 0) | dict(cur.fetchall())
+        by_action["inserted"] += inserted_plainly
         stored_rejects = copy_frames(
             cur,
             sql.Identifier("rejected_rows"),

@@ -183,3 +183,23 @@ def test_concurrent_imports_of_overlapping_files_add_up(pipeline, tmp_path):
     assert sum(r["duplicates_existing"] for r in results) == 3 * 300
     assert pipeline.scalar("SELECT count(*) - count(DISTINCT email_key) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM import_outcomes") == 4 * 400
+
+
+def test_email_shared_beyond_the_match_keys_is_a_duplicate_not_an_error(pipeline, tmp_path):
+    """Live emails are unique whatever the keys: a row whose email is taken becomes a duplicate of that lead."""
+    _run(tmp_path, "existing.csv", EXISTING, dedupe={"match_keys": ["external_id"]})
+    incoming = (
+        "Company,Email,Title,City,External ID,Phone\n"
+        "Acme,ann@acme.com,,,A-9,\n"  # 2: another id, Ann's email: a duplicate of her lead
+        "Gamma,gus@gamma.com,,,G-1,\n"  # 3 new
+        "Gamma,GUS@gamma.com,,,G-2,\n"  # 4: another id, line 3's email: a duplicate within the file
+    )
+    result = _run(tmp_path, "incoming.csv", incoming, dedupe={"match_keys": ["external_id"]})
+
+    assert (result["inserted"], result["duplicates_existing"], result["duplicates_in_file"]) == (1, 1, 1)
+    assert _history(pipeline, result["partition_key"]) == [
+        (2, "skipped", "ann@acme.com", None, None),
+        (3, "inserted", "gus@gamma.com", None, None),
+        (4, "duplicate_in_file", "gus@gamma.com", 3, None),
+    ]
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 3
