@@ -265,7 +265,8 @@ def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int
     """Insert every unmatched row at once, without arbitration; None (nothing inserted) when one's email was taken.
 
     Usually no session took any of them since matching: a plain INSERT, its rows found again by
-    `created_by_import`, skips the speculative insertion and the RETURNING of each row (measured: ...).
+    `created_by_import`, skips the speculative insertion and the RETURNING of each row (measured: 750k
+    leads into 1M, three interleaved runs each on a busy machine: 15.0-19.2 s arbitrated, 10.6-15.1 s plain).
     """
     statement = _insert_statement(staging, sql.SQL("match_id IS NULL"), "inserted", arbitrated=False)
     try:
