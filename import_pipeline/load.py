@@ -369,7 +369,7 @@ def _match_losers_again(
 
 def _apply(
     cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, import_id: int, source_file: str,
-    keys: list[str], keep: str, log=None,
+    keys: list[str], keep: str, lap: "Laps", log=None,
 ) -> int:
     """Give every staged row its outcome: a new lead, a change to the lead it matches, or a duplicate of it.
 
@@ -395,6 +395,7 @@ def _apply(
         if round_number == 0:
             # Temporary tables are never analyzed automatically; the joins below need their sizes.
             cur.execute("ANALYZE outcomes")
+            lap("insert new leads")
         next_round = {"next": round_number + 1}
         if plain is None:
             cur.execute(
@@ -406,6 +407,8 @@ def _apply(
         if config.on_existing in ("update", "merge"):
             statement, params = _change(config, import_id, staging, all_keys, scope)
             cur.execute(statement, params)
+            if round_number == 0:
+                lap(f"{config.on_existing} matched leads")
         # Matched rows that changed nothing (or strategy `skip`) are duplicates of the lead they match.
         cur.execute(
             sql.SQL(
@@ -426,6 +429,7 @@ def _apply(
         )
         cur.execute("SELECT count(*) FROM losers WHERE round = %(next)s", next_round)
         lost = cur.fetchone()[0]
+        lap("skipped rows" if round_number == 0 else f"round {round_number + 1}")
         if not lost:
             return inserted_plainly
         if log is not None:
@@ -494,10 +498,9 @@ def load_import(
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
-        inserted_plainly = _apply(cur, staging, config, import_id, summary["source_file"], keys, keep, log)
+        inserted_plainly = _apply(cur, staging, config, import_id, summary["source_file"], keys, keep, lap, log)
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
-        lap("write leads")
         # In-file duplicates point at the lead their surviving row became.
         cur.execute(
             """
