@@ -23,7 +23,6 @@ from import_pipeline.dedupe import (
     ensure_key_indexes,
     keys_with_email,
     match_existing,
-    move_losers,
     still_matches,
 )
 from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
