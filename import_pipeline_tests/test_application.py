@@ -49,6 +49,17 @@ def _load_waiting_for(url: str, process: subprocess.Popen) -> int:
         yield row[0]
 
 
+@contextmanager
+def _import_behind_an_application_insert(pipeline, path: Path):
+    """Yield (the application's connection, the import) once the import waits for the application's uncommitted Bob."""
+    path.write_text(FILE)
+    with psycopg.connect(pipeline.leads_url) as app:
+        app.execute("INSERT INTO leads (company_name, email) VALUES ('Beta (app)', 'bob@beta.com')")
+        process = _import(path)
+        with _load_waiting_for(pipeline.leads_url, process):
+            yield app, process
+
+
 def _lead_locks(url: str, pid: int) -> set[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
@@ -130,15 +141,9 @@ def test_application_writes_during_the_load_stay_exact_and_unblocked(pipeline, t
 
 
 def test_application_lead_inserted_during_the_load_makes_the_row_a_duplicate(pipeline, tmp_path):
-    path = tmp_path / "skip.csv"
-    path.write_text(FILE)
-    with psycopg.connect(pipeline.leads_url) as app:
-        app.execute("INSERT INTO leads (company_name, email) VALUES ('Beta (app)', 'bob@beta.com')")
-        process = _import(path)
-        with _load_waiting_for(pipeline.leads_url, process):
-            pass
+    with _import_behind_an_application_insert(pipeline, tmp_path / "skip.csv") as (app, process):
         app.commit()
-        result = json.loads(process.communicate(timeout=300)[0])
+    result = json.loads(process.communicate(timeout=300)[0])
 
     assert result["status"] == "success", result["error"]
     assert (result["inserted"], result["duplicates_existing"]) == (3, 1)
@@ -176,14 +181,9 @@ def test_application_migration_6_recomputes_keys_of_existing_leads(server_url, t
 
 
 def test_application_import_killed_while_waiting_for_the_application_then_retried(pipeline, tmp_path):
-    path = tmp_path / "killed.csv"
-    path.write_text(FILE)
-    with psycopg.connect(pipeline.leads_url) as app:
-        app.execute("INSERT INTO leads (company_name, email) VALUES ('Beta (app)', 'bob@beta.com')")
-        process = _import(path)
-        with _load_waiting_for(pipeline.leads_url, process):
-            process.kill()
-            process.wait()
+    with _import_behind_an_application_insert(pipeline, tmp_path / "killed.csv") as (app, process):
+        process.kill()
+        process.wait()
         app.commit()
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
     assert pipeline.scalar("SELECT count(*) FROM leads") == 1, "nothing of the killed load was committed"
