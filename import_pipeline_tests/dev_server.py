@@ -1,11 +1,9 @@
 """`import-pipeline dev` started as a user starts it, for the browser test and the latency benchmark."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from import_pipeline.config import PROJECT_ROOT
+from import_pipeline_tests.shared import CLI
 
 STARTUP_SECONDS = 120
 
@@ -43,13 +42,11 @@ def dev_server(port: int, log_path: Path) -> Iterator[str]:
 
     Stops only what it started: its own process group.
     """
-    cli = shutil.which("import-pipeline")
-    command = [cli] if cli else [sys.executable, "-m", "import_pipeline.cli"]
     with log_path.open("wb") as log:
         # Its own session: the CLI, `dagster dev`, the webserver, daemon, code server and run processes
         # all share one process group.
         process = subprocess.Popen(
-            [*command, "dev", "--port", str(port)],
+            [*CLI, "dev", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env=os.environ.copy(),
             stdin=subprocess.DEVNULL,

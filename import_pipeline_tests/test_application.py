@@ -11,6 +11,7 @@ import yaml
 
 from import_pipeline.launch import import_file
 from import_pipeline.resources import migrate_once
+from import_pipeline_tests.shared import CLI
 
 FILE = (
     "Company,Email,Title\n"
@@ -24,7 +25,7 @@ ORDINARY_WRITE_LOCKS = {"AccessShareLock", "RowExclusiveLock"}
 
 
 def _import(path: Path, config: dict | None = None) -> subprocess.Popen:
-    command = ["import-pipeline", "import", str(path), "--json"]
+    command = [*CLI, "import", str(path), "--json"]
     if config:
         config_path = path.with_suffix(".yaml")
         config_path.write_text(yaml.safe_dump(config))
@@ -189,7 +190,7 @@ def test_application_import_killed_while_waiting_for_the_application_then_retrie
     assert pipeline.scalar("SELECT count(*) FROM leads") == 1, "nothing of the killed load was committed"
     run = pipeline.instance.get_runs(limit=1)[0]
 
-    retry = subprocess.run(["import-pipeline", "retry", run.run_id, "--json"], capture_output=True, text=True, timeout=300)
+    retry = subprocess.run([*CLI, "retry", run.run_id, "--json"], capture_output=True, text=True, timeout=300)
     result = json.loads(retry.stdout)
 
     assert result["status"] == "success", result["error"]

@@ -12,7 +12,7 @@ from import_pipeline.history import import_summary
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.resources import BucketStore
 from import_pipeline.sensors import bucket_sensor
-from import_pipeline_tests.test_import_job import FILLER, HANDMADE
+from import_pipeline_tests.shared import FILLER, HANDMADE
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 from import_pipeline.definitions import defs
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.launch import import_file
-from import_pipeline_tests.test_import_job import HANDMADE
+from import_pipeline_tests.shared import HANDMADE
 
 DAY = 86_400
 

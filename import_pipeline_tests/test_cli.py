@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from import_pipeline_tests.conftest import SAMPLES
+from import_pipeline_tests.shared import CLI, SAMPLES
 
 # samples/README.md: what bench/generate.py predicts for these seeded files.
 SAMPLE_COUNTS = {
@@ -21,7 +21,7 @@ JSON_KEYS = {"run_id", "partition_key", "status", *SAMPLE_COUNTS, "error"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["import-pipeline", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_import_json_on_the_sample(pipeline):

@@ -3,8 +3,8 @@
 import json
 import subprocess
 
-
 from import_pipeline.launch import import_file
+from import_pipeline_tests.shared import CLI
 
 EXISTING = (
     "Company,Email,Title,City,External ID,Phone\n"
@@ -172,7 +172,7 @@ def test_concurrent_imports_of_overlapping_files_add_up(pipeline, tmp_path):
         path.write_text("Company,Email\n" + "".join(rows[n * 50:] + rows[: n * 50]))
         files.append(path)
     processes = [
-        subprocess.Popen(["import-pipeline", "import", str(p), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([*CLI, "import", str(p), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for p in files
     ]
     outputs = [p.communicate(timeout=300) for p in processes]

@@ -25,7 +25,7 @@ from import_pipeline.config import (
     HOME_ENV,
     LANDING_DIR_ENV,
 )
-from import_pipeline_tests.conftest import SAMPLES
+from import_pipeline_tests.shared import CLI, SAMPLES
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EmbeddedHome:
     postmasters: set[int] = field(default_factory=set)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(["import-pipeline", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=120)
         self.note_postmaster()
         return done
 

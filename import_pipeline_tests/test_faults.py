@@ -16,8 +16,7 @@ import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.resources import migrate_once
-from import_pipeline_tests.test_import_job import FILLER, HANDMADE
-from import_pipeline_tests.test_reexecution import _tables
+from import_pipeline_tests.shared import CLI, FILLER, HANDMADE, tables
 
 BLOCKED_AT = {
     # After the new leads are written, before the transaction ends (the load holds their row locks).
@@ -27,7 +26,7 @@ BLOCKED_AT = {
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(["import-pipeline", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 @contextmanager
@@ -61,7 +60,7 @@ def _latest_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
 def _clean_tables(make_pipeline, path) -> dict:
     clean = make_pipeline()
     assert import_file(path)["status"] == "success"
-    return _tables(clean)
+    return tables(clean)
 
 
 @pytest.mark.parametrize("step", ["copy", "merge"])
@@ -83,7 +82,7 @@ def test_faults_sigkill_then_retry_equals_clean_run(make_pipeline, tmp_path, ste
 
     assert result["status"] == "success", result["error"]
     assert pipeline.instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
-    assert _tables(pipeline) == expected
+    assert tables(pipeline) == expected
 
 
 def test_faults_interrupted_run_leaves_nothing_and_can_run_again(pipeline, tmp_path):

@@ -7,38 +7,8 @@ import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.load import LEADS_ASSET
+from import_pipeline_tests.shared import FILLER, HANDMADE, HANDMADE_COUNTS
 
-# Every line's fate is known: see the comment at the end of each line.
-HANDMADE = (
-    "Company,First Name,Last Name,E-mail,Phone,Notes,Lead Source\n"
-    "Acme,Ann,Lee,ann@acme.com,0612345678,,web\n"  # 2 inserted; leading zero kept
-    'Beta,Bob,Ray,BOB@beta.com ,,"two\nlines",fair\n'  # 3-4 inserted
-    "Gamma,,,  bob@BETA.com,,,x\n"  # 5 duplicate of line 3 (same key after normalization)
-    ",Cid,,cid@x.com,,,\n"  # 6 rejected: company required
-    "Delta,,,not-an-email,,,\n"  # 7 rejected: email syntax
-    "Echo,,,,,,\n"  # 8 rejected: no contact
-    "\n"  # 9 blank: skipped, not counted
-    " , ,,,,,\n"  # 10 blank after trimming: skipped, not counted
-    "Foxtrot,,,,+33 1 23,,\n"  # 11 inserted (phone only)
-    "Golf,,,,0099,,\n"  # 12 inserted
-    "Golf,,,,0099,,\n"  # 13 inserted too: rows without email are never deduplicated by it
-    f"{'X' * 256},,,long@x.com,,,\n"  # 14 rejected: too long
-    "Nul\x00Co,,,nul@x.com,,,\n"  # 15 rejected: NUL byte
-    # 16-60 valid leads, so the 5 rejects stay under the default 10% error-rate limit.
-    + "".join(f"Filler {i},,,filler{i}@x.com,,,\n" for i in range(45))
-)
-FILLER = 45
-HANDMADE_COUNTS = {
-    "rows_read": 11 + FILLER,
-    "rows_valid": 6 + FILLER,
-    "rows_rejected": 5,
-    "duplicates_in_file": 1,
-    "duplicates_existing": 0,
-    "inserted": 5 + FILLER,
-    "updated": 0,
-    "merged": 0,
-    "created": 0,
-}
 
 
 def _counts(result: dict) -> dict:

@@ -1,7 +1,7 @@
 """The project's dagster.yaml, loaded into a real instance exactly as the CLI and the UI load it."""
 
+import dagster as dg
 import psycopg
-from dagster._core.storage.runs.base import RunStorage
 
 from import_pipeline.resources import bulk_load_settings, start_embedded_server
 
@@ -10,7 +10,6 @@ def test_instance_dagster_yaml_settings(pipeline):
     instance = pipeline.instance
 
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert isinstance(instance.run_storage, RunStorage)
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     assert instance.run_monitoring_enabled
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
@@ -25,6 +24,16 @@ def test_instance_dagster_yaml_settings(pipeline):
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
     # Created up front (as `import-pipeline` does), so concurrent first loads don't race to create it.
     assert instance.event_log_storage.get_concurrency_info("leads_db").slot_count == 2
+
+
+def test_instance_definitions_are_loadable():
+    from import_pipeline import definitions
+
+    dg.Definitions.validate_loadable(definitions.defs)
+    assert {job.name for job in definitions.defs.jobs} == {"import_leads_job", "cleanup_job"}
+    assert {sensor.name for sensor in definitions.defs.sensors} == {
+        "landing_sensor", "bucket_sensor", "import_succeeded_sensor", "import_failed_sensor"
+    }
 
 
 def test_instance_imports_carry_the_queue_tag_and_the_load_pool():

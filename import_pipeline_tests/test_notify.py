@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from import_pipeline.launch import import_file
 from import_pipeline.notify import Notifier
 from import_pipeline.sensors import import_failed_sensor, import_succeeded_sensor
-from import_pipeline_tests.test_import_job import FILLER, HANDMADE
+from import_pipeline_tests.shared import FILLER, HANDMADE
 
 
 @pytest.fixture

@@ -214,6 +214,8 @@ def test_fast_e164_example_numbers_every_region(pool):
         wrong = [(region, raw, mine, answer) for raw, mine, answer, fast in
                  zip(strings, numbers.to_list(), theirs, decided.to_list()) if fast and mine != answer]
         assert wrong == []
+        # Example numbers are plain digits and punctuation: the fast path itself decides them (all, measured).
+        assert decided.mean() > 0.95, region
     assert len(checks) > 50
 
 

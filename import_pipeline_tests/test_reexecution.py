@@ -7,36 +7,8 @@ import yaml
 from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.launch import import_file, reexecute_from_failure
-from import_pipeline_tests.test_import_job import HANDMADE
+from import_pipeline_tests.shared import FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
 
-# A real database error on the first load attempt only: sequences ignore rollbacks.
-FAIL_FIRST_LOAD = """
-CREATE SEQUENCE load_attempts;
-CREATE FUNCTION fail_first_load() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF nextval('load_attempts') = 1 THEN
-        RAISE EXCEPTION 'injected failure: connection to the leads database lost';
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER fail_first_load BEFORE INSERT ON leads FOR EACH STATEMENT EXECUTE FUNCTION fail_first_load();
-"""
-
-
-def _tables(pipeline) -> dict:
-    return {
-        "leads": pipeline.query(
-            "SELECT source_row, company_name, first_name, last_name, email, email_key, phone, notes, source_file "
-            "FROM leads ORDER BY source_row"
-        ),
-        "rejected": pipeline.query("SELECT source_row, raw_values, reasons FROM rejected_rows ORDER BY source_row"),
-        "imports": pipeline.query("SELECT partition_key, content_hash, counts FROM imports"),
-    }
-
-
-def _started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
-    return [r.event_log_entry.dagster_event.step_key for r in records]
 
 
 def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
@@ -58,8 +30,8 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
 
     assert retried["status"] == "success", retried["error"]
     assert retried["partition_key"] == first["partition_key"]
-    assert _started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
-    assert _tables(failing) == _tables(clean)
+    assert started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
+    assert tables(failing) == tables(clean)
     # Both runs name workspace.yaml's code location, which the UI's "Re-execute" needs.
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
     location = workspace["load_from"][0]["python_module"]["location_name"]
@@ -120,8 +92,8 @@ def test_reexecution_from_failure_works_from_every_op(make_pipeline, tmp_path, f
     retried = reexecute_from_failure(broken_id)
 
     assert retried["status"] == "success", retried["error"]
-    assert _started_steps(pipeline.instance, retried["run_id"]) == list(UNREADABLE_INPUT)[steps_before:]
-    assert _without_source_file(_tables(pipeline)) == _without_source_file(expected)
+    assert started_steps(pipeline.instance, retried["run_id"]) == list(UNREADABLE_INPUT)[steps_before:]
+    assert _without_source_file(tables(pipeline)) == _without_source_file(expected)
     assert not path.exists() and len(list((pipeline.home / "processed").rglob("handmade.csv"))) == 1
 
 
@@ -137,4 +109,4 @@ def _op_index(op: str) -> int:
 def _tables_after_clean_run(make_pipeline, path) -> dict:
     clean = make_pipeline()
     assert import_file(path)["status"] == "success"
-    return _tables(clean)
+    return tables(clean)
