@@ -18,7 +18,7 @@ from import_pipeline.config import (
     landing_dir,
     process_environment,
 )
-from import_pipeline.history import COUNT_KEYS
+from import_pipeline.schema import COUNT_KEYS
 from import_pipeline.resources import (
     StopOutcome,
     embedded_dagster_url,

@@ -3,18 +3,8 @@
 import dagster as dg
 
 from import_pipeline.jobs import import_leads_job
+from import_pipeline.schema import COUNT_KEYS
 
-COUNT_KEYS = (
-    "rows_read",
-    "rows_valid",
-    "rows_rejected",
-    "duplicates_in_file",
-    "duplicates_existing",
-    "inserted",
-    "updated",
-    "merged",
-    "created",
-)
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 
 

@@ -25,20 +25,28 @@ from import_pipeline.dedupe import (
     match_existing,
     still_matches,
 )
-from import_pipeline.parse import EXTRA_PREFIX, SOURCE_ROW
 from import_pipeline.resources import LandingFolder, LeadsDatabase, Parts
-from import_pipeline.schema import CANONICAL_FIELDS, KEY_EXPRESSIONS
+from import_pipeline.schema import (
+    CANONICAL_FIELDS,
+    COUNT_KEYS,
+    EXTERNAL_SOURCE,
+    EXTRA,
+    EXTRA_PREFIX,
+    KEY_EXPRESSIONS,
+    OUTCOME_COUNTS,
+    OUTCOMES,
+    OWNER,
+    PHONE_E164,
+    SOURCE_ROW,
+)
 from import_pipeline.validate import NUL_SHOWN_AS
 
 LEADS_ASSET = dg.AssetKey("leads")
-PHONE_E164, EXTRA, OWNER = "phone_e164", "extra", "owner"
 # Columns a lead takes from its source row.
 LEAD_VALUES = (*CANONICAL_FIELDS, PHONE_E164, EXTRA)
-EXTERNAL_SOURCE = "external_source"
 STAGED_COLUMNS = (SOURCE_ROW, *LEAD_VALUES, OWNER)
 _STAGED_TYPES = {SOURCE_ROW: "integer", EXTRA: "jsonb"}
 COPY_SLICE_ROWS = 100_000
-OUTCOMES = ("inserted", "updated", "merged", "created", "skipped", "duplicate_in_file")
 MAX_ATTEMPTS = 5
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
@@ -457,7 +465,7 @@ def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
 
 def check_conservation(counts: dict) -> None:
     """Every row read is inserted, updated, merged, created, a duplicate or rejected; anything else is a bug."""
-    outcomes = ("inserted", "updated", "merged", "created", "rows_rejected", "duplicates_in_file", "duplicates_existing")
+    outcomes = ("rows_rejected", *OUTCOME_COUNTS.values())
     total = sum(counts.get(k, 0) for k in outcomes)
     if total != counts["rows_read"]:
         detail = ", ".join(f"{k}={counts.get(k, 0)}" for k in outcomes)
@@ -544,17 +552,8 @@ def load_import(
             (chunk.with_columns(import_id=pl.lit(import_id)) for chunk in rejected.frames()),
             rejected.rows,
         )
-        counts = {
-            "rows_read": summary["rows_read"],
-            "rows_valid": summary["rows_valid"],
-            "rows_rejected": stored_rejects,
-            "duplicates_in_file": by_action["duplicate_in_file"],
-            "duplicates_existing": by_action["skipped"],
-            "inserted": by_action["inserted"],
-            "updated": by_action["updated"],
-            "merged": by_action["merged"],
-            "created": by_action["created"],
-        }
+        counts = {"rows_read": summary["rows_read"], "rows_valid": summary["rows_valid"], "rows_rejected": stored_rejects}
+        counts |= {OUTCOME_COUNTS[action]: by_action[action] for action in OUTCOMES}
         check_conservation(counts)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
         lap("rejected rows")
@@ -637,10 +636,8 @@ def load(
         return result | {"status": "skipped"}
 
     duration = sum(seconds.values())
-    count_keys = ("rows_read", "rows_valid", "rows_rejected", "duplicates_in_file", "duplicates_existing",
-                  "inserted", "updated", "merged", "created")
     metadata = {
-        **{k: counts.get(k, 0) for k in count_keys},
+        **{k: counts.get(k, 0) for k in COUNT_KEYS},
         "on_existing": config.on_existing,
         "match_keys": ", ".join(summary["match_keys"]),
         "duration_s": round(duration, 3),

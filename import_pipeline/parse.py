@@ -30,11 +30,8 @@ from import_pipeline.config import ParseConfig, dagster_dir
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
 from import_pipeline.resources import BucketStore, LandingFolder, PartsWriter, step_output_dir
-from import_pipeline.schema import CANONICAL_FIELDS
+from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
 
-SOURCE_ROW = "source_row"
-ROW_PROBLEM = "row_problem"
-EXTRA_PREFIX = "extra."
 SNIFF_BYTES = 256 * 1024
 DELIMITERS = (",", ";", "\t", "|", ":")
 HEADER_SEARCH_ROWS = 30

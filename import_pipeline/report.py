@@ -4,7 +4,7 @@ from pathlib import Path
 
 import polars as pl
 
-from import_pipeline.parse import SOURCE_ROW
+from import_pipeline.schema import SOURCE_ROW
 
 REASON = pl.Struct({"column": pl.String, "problem": pl.String})
 # Spreadsheets run a cell starting with one of these as a formula.

@@ -21,6 +21,26 @@ CANONICAL_FIELDS = (
 DEFAULT_MAX_LENGTH = 255
 MAX_LENGTH = {field: DEFAULT_MAX_LENGTH for field in CANONICAL_FIELDS} | {"email": 254, "notes": 10_000}
 
+# Columns the stages add beside the canonical fields.
+SOURCE_ROW = "source_row"  # the line of the file a record starts on
+ROW_PROBLEM = "row_problem"  # what is wrong with the record's shape (too many fields...), or null
+EXTRA_PREFIX = "extra."  # a source column no field maps to; leads keep them as one JSON object, `extra`
+PHONE_E164, EXTRA, OWNER, EXTERNAL_SOURCE = "phone_e164", "extra", "owner", "external_source"
+
+# A valid row's outcome (`lead_history.action`) and the import count it adds to.
+OUTCOME_COUNTS = {
+    "inserted": "inserted",
+    "updated": "updated",
+    "merged": "merged",
+    "created": "created",
+    "skipped": "duplicates_existing",
+    "duplicate_in_file": "duplicates_in_file",
+}
+OUTCOMES = tuple(OUTCOME_COUNTS)
+# An import's counts: every row read is rejected or has one outcome.
+COUNT_KEYS = ("rows_read", "rows_valid", "rows_rejected", "duplicates_in_file", "duplicates_existing", "inserted",
+              "updated", "merged", "created")
+
 # Unicode White_Space, as a PostgreSQL regular expression: what an email key never contains.
 WHITE_SPACE = r"[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 

@@ -10,11 +10,10 @@ import polars as pl
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from import_pipeline.config import ValidateConfig
-from import_pipeline.parse import ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
 from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
-from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH
+from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
 
 # Plain ASCII addresses that email-validator certainly accepts; anything else is asked of the library.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -57,7 +56,7 @@ def bare_host_url(website: pl.Expr) -> pl.Expr:
     return pl.when(host.is_not_null()).then(pl.concat_str(scheme, pl.lit("://"), host, parts.struct.field("3").fill_null("")))
 
 
-def _longer_than(data: pa.PolarsData, limit: int) -> pl.LazyFrame:
+def _within_length(data: pa.PolarsData, limit: int) -> pl.LazyFrame:
     return data.lazyframe.select(pl.col(data.key).str.len_chars().fill_null(0) <= limit)
 
 
@@ -84,15 +83,15 @@ class LeadModel(pa.DataFrameModel):
 
     @pa.check(*_DEFAULT_LENGTH_FIELDS, name="max_length", error=f"is longer than {DEFAULT_MAX_LENGTH} characters")
     def default_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _longer_than(data, DEFAULT_MAX_LENGTH)
+        return _within_length(data, DEFAULT_MAX_LENGTH)
 
     @pa.check("email", name="max_length", error=f"is longer than {MAX_LENGTH['email']} characters")
     def email_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _longer_than(data, MAX_LENGTH["email"])
+        return _within_length(data, MAX_LENGTH["email"])
 
     @pa.check("notes", name="max_length", error=f"is longer than {MAX_LENGTH['notes']} characters")
     def notes_length(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return _longer_than(data, MAX_LENGTH["notes"])
+        return _within_length(data, MAX_LENGTH["notes"])
 
     @pa.check(*CANONICAL_FIELDS, name="no_nul", error="contains a NUL byte")
     def no_nul(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -178,7 +177,7 @@ def _too_many_invalid(name: str, rejected: Parts, reasons: pl.DataFrame, rows: i
 def normalized(valid: pl.DataFrame, region: str) -> pl.DataFrame:
     """Valid records with their E.164 phone and the website reduced to its scheme and host."""
     return valid.with_columns(
-        normalized_phone(pl.col("phone"), valid, region).alias("phone_e164"),
+        normalized_phone(pl.col("phone"), valid, region).alias(PHONE_E164),
         bare_host_url(pl.col("company_website")).alias("company_website"),
     )
 

@@ -11,7 +11,8 @@ from import_pipeline.landing import content_hash, partition_key
 from import_pipeline.launch import import_file
 from import_pipeline.resources import LandingFolder
 from import_pipeline.sensors import landing_sensor
-from import_pipeline.parse import SOURCE_ROW, FileRejected, read_leads
+from import_pipeline.parse import FileRejected, read_leads
+from import_pipeline.schema import SOURCE_ROW
 from import_pipeline.validate import split_valid
 from import_pipeline_tests.hostile_files import ROW_VALUES, ROWS, Hostile, hostile_files
 

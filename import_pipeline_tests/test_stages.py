@@ -14,9 +14,9 @@ from import_pipeline.landing import partition_key
 from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation, copy_frames, create_work_tables
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import header_index, read_leads
-from import_pipeline.schema import MIGRATIONS, migrate
+from import_pipeline.schema import CANONICAL_FIELDS, MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
-from import_pipeline.validate import bare_host_url, normalized_phone, valid_email
+from import_pipeline.validate import LeadModel, bare_host_url, normalized_phone, valid_email
 
 
 @pytest.mark.parametrize(
@@ -111,6 +111,10 @@ def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
 def test_partition_key_is_safe_and_keeps_the_hash():
     assert partition_key("Q3 leads...final (2).csv", "ab" * 32) == "Q3_leads.final_2_.csv@abababababababab"
     assert partition_key("...", "cd" * 32) == "file@cdcdcdcdcdcdcdcd"
+
+
+def test_lead_model_fields_are_the_canonical_fields():
+    assert tuple(LeadModel.to_schema().columns) == CANONICAL_FIELDS
 
 
 def test_check_conservation_refuses_counts_that_do_not_add_up():
