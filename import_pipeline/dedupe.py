@@ -13,6 +13,7 @@ from psycopg import sql
 
 from import_pipeline.config import DedupeConfig, MatchKey
 from import_pipeline.resources import Parts
+from import_pipeline.summary import FileSummary
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"
 KEY_COLUMNS = {"email": EMAIL_KEY, "external_id": EXTERNAL_KEY, "phone_company": PHONE_COMPANY_KEY}
@@ -136,7 +137,7 @@ def still_matches(keys: list[str]) -> sql.Composable:
 
 
 @dg.op(out={"leads": dg.Out(), "summary": dg.Out()})
-def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, summary: dict):
+def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, summary: FileSummary):
     """Choose how rows are matched to each other and to live leads; the load applies it in SQL."""
     started = time.perf_counter()
     keys = [MatchKey(k).value for k in config.match_keys]
@@ -146,8 +147,7 @@ def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, s
         missing = needed - set(pl.read_parquet_schema(path))
         if missing:
             raise dg.Failure(description=f"{path}: the valid records lack {sorted(missing)}, needed by the match keys")
-    summary = summary | {"match_keys": keys, "keep": config.keep, "source": config.source}
-    summary["seconds"] = summary["seconds"] | {"dedupe": time.perf_counter() - started}
+    summary = summary.after("dedupe", started, match_keys=tuple(keys), keep=config.keep, source=config.source)
     context.add_output_metadata({"rows": valid.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads")
     yield dg.Output(valid, "leads")
     yield dg.Output(summary, "summary")

@@ -39,6 +39,7 @@ from import_pipeline.schema import (
     PHONE_E164,
     SOURCE_ROW,
 )
+from import_pipeline.summary import FileSummary, LoadResult
 from import_pipeline.validate import NUL_SHOWN_AS
 
 LEADS_ASSET = dg.AssetKey("leads")
@@ -170,7 +171,7 @@ def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -
     return {"partition_key": row[0], "run_id": row[1], "counts": row[2]} if row else None
 
 
-def _claim_import(cur: psycopg.Cursor, summary: dict, run_id: str) -> int | None:
+def _claim_import(cur: psycopg.Cursor, summary: FileSummary, run_id: str) -> int | None:
     """Record the import; None when this partition or these bytes were imported already."""
     cur.execute(
         """
@@ -179,7 +180,7 @@ def _claim_import(cur: psycopg.Cursor, summary: dict, run_id: str) -> int | None
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
-        (summary["partition_key"], summary["content_hash"], run_id, summary["source_file"]),
+        (summary.partition_key, summary.content_hash, run_id, summary.source_file),
     )
     row = cur.fetchone()
     return row[0] if row else None
@@ -476,7 +477,7 @@ def load_import(
     conn: psycopg.Connection,
     leads: Parts,
     rejected: Parts,
-    summary: dict,
+    summary: FileSummary,
     config: LoadConfig,
     run_id: str,
     log=None,
@@ -488,19 +489,19 @@ def load_import(
     with `already_imported_as` naming the partition that holds these bytes.
     """
     lap = laps or Laps()
-    keys, keep = summary["match_keys"], summary["keep"]
+    keys, keep = summary.match_keys, summary.keep
     with conn.transaction(), conn.cursor() as cur:
         import_id = _claim_import(cur, summary, run_id)
         if import_id is None:
-            earlier = earlier_import(cur, summary["partition_key"], summary["content_hash"])
+            earlier = earlier_import(cur, summary.partition_key, summary.content_hash)
             return earlier["counts"] | {"already_imported_as": earlier["partition_key"], "first_run_id": earlier["run_id"]}
         # Before the first temporary table: staging and outcomes stay in memory instead of spilling.
         cur.execute("SET LOCAL temp_buffers = '512MB'")
         cur.execute("SET LOCAL work_mem = '256MB'")
 
         staging = sql.Identifier(f"staging_{run_id}")
-        create_work_tables(cur, staging, keys_with_email(keys), summary.get("source", "default"))
-        staged = (staged_frame(chunk, summary["mapping"], config.assign, config.owner_column) for chunk in leads.frames())
+        create_work_tables(cur, staging, keys_with_email(keys), summary.source)
+        staged = (staged_frame(chunk, summary.mapping, config.assign, config.owner_column) for chunk in leads.frames())
         copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
         cur.execute(sql.SQL("ANALYZE {}").format(staging))
@@ -514,7 +515,7 @@ def load_import(
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
-        inserted_plainly = _apply(cur, staging, config, import_id, summary["source_file"], keys, keep, lap, log)
+        inserted_plainly = _apply(cur, staging, config, import_id, summary.source_file, keys, keep, lap, log)
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
         # In-file duplicates point at the lead their surviving row became.
@@ -552,7 +553,7 @@ def load_import(
             (chunk.with_columns(import_id=pl.lit(import_id)) for chunk in rejected.frames()),
             rejected.rows,
         )
-        counts = {"rows_read": summary["rows_read"], "rows_valid": summary["rows_valid"], "rows_rejected": stored_rejects}
+        counts = {"rows_read": summary.rows_read, "rows_valid": summary.rows_valid, "rows_rejected": stored_rejects}
         counts |= {OUTCOME_COUNTS[action]: by_action[action] for action in OUTCOMES}
         check_conservation(counts)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
@@ -565,13 +566,13 @@ RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, p
 
 
 def load_with_retries(
-    context: dg.OpExecutionContext, leads_db: LeadsDatabase, leads: Parts, rejected: Parts, summary: dict,
+    context: dg.OpExecutionContext, leads_db: LeadsDatabase, leads: Parts, rejected: Parts, summary: FileSummary,
     config: LoadConfig, laps: Laps,
 ) -> dict:
     """`load_import`, retried from scratch when it loses a race (a deadlock, a lock held too long, lost rows)."""
     with leads_db.connect() as conn:
         conn.autocommit = True
-        for index in ensure_key_indexes(conn, summary["match_keys"]):
+        for index in ensure_key_indexes(conn, summary.match_keys):
             context.log.info(f"load: built the index {index} for this import's match keys")
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with leads_db.connect() as conn:
@@ -601,8 +602,8 @@ def load(
     leads_db: LeadsDatabase,
     leads: Parts,
     rejected: Parts,
-    summary: dict,
-) -> dict:
+    summary: FileSummary,
+) -> LoadResult:
     """Commit the file's leads, history and rejected rows, and record the import in the `leads` asset."""
     started = time.perf_counter()
     if config.assign in ("single", "round_robin") and not config.owners:
@@ -612,50 +613,49 @@ def load(
         counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps)
     except CountsDoNotAddUp as e:
         raise dg.Failure(
-            description=f"{summary['source_file']}: counts do not add up, nothing was loaded: {e}", allow_retries=False
+            description=f"{summary.source_file}: counts do not add up, nothing was loaded: {e}", allow_retries=False
         ) from e
     except TRANSIENT_ERRORS:
         raise
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as e:
         # Dagster would retry an interrupted step under its retry policy; a terminated run must stop.
         raise dg.Failure(
-            description=f"{summary['source_file']}: the run was terminated during the load; nothing was committed",
+            description=f"{summary.source_file}: the run was terminated during the load; nothing was committed",
             allow_retries=False,
         ) from e
     except psycopg.Error as e:
         # Bad data or a violated constraint will fail the same way every time: say so at once.
         raise dg.Failure(
-            description=f"{summary['source_file']}: the database refused the load ({type(e).__name__}): {e}",
+            description=f"{summary.source_file}: the database refused the load ({type(e).__name__}): {e}",
             allow_retries=False,
         ) from e
-    seconds = summary["seconds"] | {"load": time.perf_counter() - started}
-    result = summary | counts | {"seconds": seconds}
-    if "already_imported_as" in counts and counts["already_imported_as"] != summary["partition_key"]:
-        context.log.info(f"{summary['source_file']}: the same bytes were imported as {counts['already_imported_as']}; skipped")
+    summary = summary.after("load", started)
+    committed = {k: counts[k] for k in COUNT_KEYS if k in counts}
+    if "already_imported_as" in counts and counts["already_imported_as"] != summary.partition_key:
+        context.log.info(f"{summary.source_file}: the same bytes were imported as {counts['already_imported_as']}; skipped")
         context.add_output_metadata({"skipped": True, "already_imported_as": counts["already_imported_as"]})
-        return result | {"status": "skipped"}
+        return LoadResult(summary, "skipped", committed)
 
-    duration = sum(seconds.values())
+    duration = sum(summary.seconds.values())
     metadata = {
         **{k: counts.get(k, 0) for k in COUNT_KEYS},
         "on_existing": config.on_existing,
-        "match_keys": ", ".join(summary["match_keys"]),
+        "match_keys": ", ".join(summary.match_keys),
         "duration_s": round(duration, 3),
         "rows_per_s": round(counts["rows_read"] / duration) if duration else 0,
-        "source_file": dg.MetadataValue.path(summary["source_file"]),
-        "content_hash": summary["content_hash"],
-        "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in seconds.items()}),
+        "source_file": dg.MetadataValue.path(summary.source_file),
+        "content_hash": summary.content_hash,
+        "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in summary.seconds.items()}),
         "load_seconds": dg.MetadataValue.json(laps.seconds),
     }
     context.log_event(dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata))
     context.add_output_metadata(metadata)
-    return result | {"status": "success"}
-
+    return LoadResult(summary, "success", committed)
 
 @dg.op
-def archive_file(context: dg.OpExecutionContext, landing: LandingFolder, result: dict) -> dict:
-    """Move a successfully imported landed file to `processed/YYYY/MM/DD/`; it is never deleted."""
-    moved = landing.archive(Path(result["source_file"]), datetime.date.today())
+def archive_file(context: dg.OpExecutionContext, landing: LandingFolder, result: LoadResult) -> str | None:
+    """Move a successfully imported landed file to `processed/YYYY/MM/DD/`; it is never deleted. Returns where to."""
+    moved = landing.archive(Path(result.source_file), datetime.date.today())
     if moved:
         context.add_output_metadata({"archived_to": dg.MetadataValue.path(str(moved))})
-    return result | {"archived_to": str(moved) if moved else None}
+    return str(moved) if moved else None

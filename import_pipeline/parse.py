@@ -31,6 +31,7 @@ from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
 from import_pipeline.resources import BucketStore, LandingFolder, PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
+from import_pipeline.summary import FileSummary
 
 SNIFF_BYTES = 256 * 1024
 DELIMITERS = (",", ";", "\t", "|", ":")
@@ -575,14 +576,14 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingF
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     records = records.parts()
-    summary = {
-        "partition_key": context.partition_key,
-        "source_file": source,
-        "content_hash": digest,
-        "mapping": mapping,
-        "rows_read": records.rows,
-        "seconds": {"parse": time.perf_counter() - started},
-    }
+    summary = FileSummary(
+        partition_key=context.partition_key,
+        source_file=source,
+        content_hash=digest,
+        mapping=mapping,
+        rows_read=records.rows,
+        seconds={"parse": time.perf_counter() - started},
+    )
     context.add_output_metadata(
         {
             "rows_read": records.rows,

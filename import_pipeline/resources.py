@@ -22,6 +22,7 @@ from psycopg import sql
 from import_pipeline import schema
 from import_pipeline.config import LOAD_POOL, dagster_dir, landing_dir
 from import_pipeline.landing import move_aside
+from import_pipeline.summary import HANDOFFS, FileSummary, LoadResult, from_json, to_json
 
 LEADS_DATABASE = "leads"
 DAGSTER_DATABASE = "dagster"
@@ -341,7 +342,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Keeps op outputs as files, so a re-execution reloads upstream results instead of recomputing.
 
     Frames become parquet, `Parts` (written by the op itself, chunk by chunk) a list of their files,
-    small summaries JSON. Inputs are read from the run that produced them, which for steps skipped by
+    hand-offs (`summary.FileSummary`, `summary.LoadResult`) JSON. Inputs are read from the run that produced them, which for steps skipped by
     "re-execute from failure" is the parent run.
     """
 
@@ -350,17 +351,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _path(self, run_id: str, step_key: str, name: str) -> Path:
         return step_output_dir(self.home, run_id, step_key) / name
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | Parts | dict) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | Parts | FileSummary | LoadResult | str | None) -> None:
         path = self._path(context.run_id, context.step_key, context.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, pl.DataFrame):
             obj.write_parquet(path.with_suffix(".parquet"))
         elif isinstance(obj, Parts):
             path.with_suffix(".parts.json").write_text(json.dumps({"paths": obj.paths, "rows": obj.rows}))
+        elif isinstance(obj, FileSummary | LoadResult):
+            path.with_suffix(".json").write_text(json.dumps(to_json(obj)))
         else:
             path.with_suffix(".json").write_text(json.dumps(obj))
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | Parts | dict:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | Parts | FileSummary | LoadResult | str | None:
         upstream = context.upstream_output
         path = self._path(upstream.run_id, upstream.step_key, upstream.name)
         if path.with_suffix(".parquet").exists():
@@ -368,7 +371,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if path.with_suffix(".parts.json").exists():
             listed = json.loads(path.with_suffix(".parts.json").read_text())
             return Parts(tuple(listed["paths"]), listed["rows"])
-        return json.loads(path.with_suffix(".json").read_text())
+        data = json.loads(path.with_suffix(".json").read_text())
+        if not isinstance(data, dict):
+            return data
+        # The input's own type reads a summary a run wrote before hand-offs were typed (re-execution).
+        expected = context.dagster_type.typing_type if context.dagster_type is not None else None
+        return from_json(data, expected if expected in HANDOFFS.values() else None)
 
 
 class BucketStore(dg.ConfigurableResource):

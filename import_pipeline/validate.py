@@ -14,6 +14,7 @@ from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
 from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
+from import_pipeline.summary import FileSummary
 
 # Plain ASCII addresses that email-validator certainly accepts; anything else is asked of the library.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -183,15 +184,15 @@ def normalized(valid: pl.DataFrame, region: str) -> pl.DataFrame:
 
 
 @dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
-def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: Parts, summary: dict):
+def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: Parts, summary: FileSummary):
     """Split records into valid leads and rejected rows, with a report of every rejected row."""
     started = time.perf_counter()
     outputs = step_output_dir(landing.home, context.run_id, str(context.op_handle))
     valid, rejected = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
-    report_path = landing.reports_path / f"{summary['partition_key']}.rejects.csv"
-    with RejectReport(report_path, list(summary["mapping"])) as report:
+    report_path = landing.reports_path / f"{summary.partition_key}.rejects.csv"
+    with RejectReport(report_path, list(summary.mapping)) as report:
         for chunk in records.frames():
-            valid_rows, rejected_rows = split_valid(chunk, summary["mapping"])
+            valid_rows, rejected_rows = split_valid(chunk, summary.mapping)
             rejected.write(rejected_rows)
             report.write(rejected_rows)
             valid.write(normalized(valid_rows, config.phone_region))
@@ -200,11 +201,10 @@ def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: La
     metadata = {"rows_rejected": rejected.rows}
     if rejected.rows:
         metadata |= {"reject_report": dg.MetadataValue.path(str(report_path)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons))}
-    stop = _too_many_invalid(Path(summary["source_file"]).name, rejected, reasons, summary["rows_read"], config)
+    stop = _too_many_invalid(Path(summary.source_file).name, rejected, reasons, summary.rows_read, config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
-    summary = summary | {"rows_valid": valid.rows, "rows_rejected": rejected.rows}
-    summary["seconds"] = summary["seconds"] | {"validate": time.perf_counter() - started}
+    summary = summary.after("validate", started, rows_valid=valid.rows, rows_rejected=rejected.rows)
     context.add_output_metadata({"rows_valid": valid.rows}, output_name="valid")
     context.add_output_metadata(metadata, output_name="rejected")
     yield dg.Output(valid, "valid")

@@ -188,7 +188,7 @@ def test_faults_corrupted_count_fails_the_run_and_loads_nothing(pipeline, tmp_pa
     assert first["status"] == "failed"
     summary = pipeline.home / "dagster" / "storage" / first["run_id"] / "outputs" / "dedupe" / "summary.json"
     tampered = json.loads(summary.read_text())
-    tampered["rows_read"] += 1
+    tampered["value"]["rows_read"] += 1  # summary.to_json: the hand-off under its type
     summary.write_text(json.dumps(tampered))
 
     retry = _cli("retry", first["run_id"], "--json")

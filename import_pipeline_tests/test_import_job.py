@@ -158,8 +158,8 @@ def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
         assert replay.success
         output = replay.output_for_node("load")
 
-    assert output["status"] == "success"
-    assert {k: output[k] for k in HANDMADE_COUNTS} == HANDMADE_COUNTS
+    assert output.status == "success"
+    assert output.counts == HANDMADE_COUNTS
     assert pipeline.scalar("SELECT count(*) FROM leads") == 5 + FILLER
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5
     assert pipeline.scalar("SELECT count(*) FROM import_outcomes") == 6 + FILLER, "one outcome per valid row, once"

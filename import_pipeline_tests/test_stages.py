@@ -1,5 +1,6 @@
 """Focused tests of the subtle parts of each stage: header mapping, keys, line numbers, the cursor."""
 
+import json
 import os
 import time
 
@@ -16,6 +17,7 @@ from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import header_index, read_leads
 from import_pipeline.schema import CANONICAL_FIELDS, MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
+from import_pipeline.summary import FileSummary, LoadResult, from_json, to_json
 from import_pipeline.validate import LeadModel, bare_host_url, normalized_phone, valid_email
 
 
@@ -233,3 +235,17 @@ def test_bare_host_url_cases():
     assert sites.select(bare_host_url(pl.col("w"))).to_series().to_list() == [
         "https://www.acme.com", "https://acme.com", "http://acme.com:8080", None, None
     ]
+
+
+def test_summary_json_round_trip_and_untagged_from_older_runs():
+    summary = FileSummary("f.csv@ab", "/l/f.csv", "ab" * 32, {"E-mail": "email"}, 3, {"parse": 0.1}, match_keys=("email",))
+    result = LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
+    assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
+    assert from_json(json.loads(json.dumps(to_json(result)))) == result
+    # A run from before the hand-offs were typed wrote plain objects; re-executing it reads them as the input's type.
+    older = {"partition_key": "f.csv@ab", "source_file": "/l/f.csv", "content_hash": "ab" * 32, "mapping": {"E-mail": "email"},
+             "rows_read": 3, "seconds": {"parse": 0.1}, "match_keys": ["email"], "keep": "first", "source": "default"}
+    assert from_json(older, FileSummary) == summary
+    assert from_json(older | {"inserted": 3, "status": "success"}, LoadResult) == LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
+    with pytest.raises(ValueError, match="cannot tell which hand-off"):
+        from_json(older)

@@ -1,0 +1,70 @@
+"""What the import's steps hand each other about the file, beside its records: typed, and kept as JSON."""
+
+import dataclasses
+import time
+from typing import Any
+
+from import_pipeline.schema import COUNT_KEYS
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSummary:
+    """One file on its way in: parse fills the first fields, validate and dedupe the later ones."""
+
+    partition_key: str
+    source_file: str  # the landed file's path, or the bucket object's s3:// URI
+    content_hash: str
+    mapping: dict[str, str]  # source header -> canonical field
+    rows_read: int
+    seconds: dict[str, float]  # each step's duration so far
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    match_keys: tuple[str, ...] = ()
+    keep: str = "first"  # which occurrence of a key within the file survives
+    source: str = "default"  # the system the file's external ids belong to
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "match_keys", tuple(self.match_keys))  # a list, when read back from JSON
+
+    def after(self, step: str, started: float, **changes: Any) -> "FileSummary":
+        """This summary with `changes`, and `step`'s seconds since `started` (`time.perf_counter()`)."""
+        return dataclasses.replace(self, seconds=self.seconds | {step: time.perf_counter() - started}, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    """What the load committed for the file (or found committed already), for the steps after it."""
+
+    summary: FileSummary
+    status: str  # success, or skipped when these bytes were imported before
+    counts: dict[str, int]  # schema.COUNT_KEYS
+
+    @property
+    def source_file(self) -> str:
+        return self.summary.source_file
+
+
+HANDOFFS = {cls.__name__: cls for cls in (FileSummary, LoadResult)}
+
+
+def to_json(value: FileSummary | LoadResult) -> dict:
+    """The hand-off as JSON-ready data, tagged with its type."""
+    return {"type": type(value).__name__, "value": dataclasses.asdict(value)}
+
+
+def from_json(data: dict, expected: type | None = None) -> FileSummary | LoadResult:
+    """A hand-off read back; untagged data (written before hand-offs were typed) is read as `expected`."""
+    cls, value = (HANDOFFS[data["type"]], data["value"]) if "type" in data and "value" in data else (expected, data)
+    if cls is None:
+        raise ValueError(f"cannot tell which hand-off {sorted(data)} is")
+    return _build(cls, value)
+
+
+def _build(cls: type, value: dict) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {name: value[name] for name in known if name in value}
+    if cls is LoadResult:
+        # Untagged, the load's result was the summary's fields, the counts and the status side by side.
+        kwargs["summary"] = _build(FileSummary, value.get("summary", value))
+        kwargs.setdefault("counts", {k: value[k] for k in COUNT_KEYS if k in value})
+    return cls(**kwargs)
