@@ -15,7 +15,7 @@ from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.history import import_summary
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
-from import_pipeline.load import earlier_import
+from import_pipeline.ledger import earlier_import
 from import_pipeline.schema import COUNT_KEYS
 
 

@@ -12,7 +12,9 @@ from psycopg import sql
 from import_pipeline import phones
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
 from import_pipeline.landing import partition_key
-from import_pipeline.load import CountsDoNotAddUp, Progress, check_conservation, copy_frames, create_work_tables
+from import_pipeline.ledger import CountsDoNotAddUp, check_conservation
+from import_pipeline.progress import Progress
+from import_pipeline.staging import copy_frames, create_work_tables
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import header_index, read_leads
 from import_pipeline.schema import CANONICAL_FIELDS, MIGRATIONS, migrate

@@ -1,0 +1,18 @@
+"""Archive: a file imported successfully moves to `processed/YYYY/MM/DD/`."""
+
+import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from import_pipeline.resources import LandingFolder
+from import_pipeline.summary import LoadResult
+
+
+@dg.op
+def archive_file(context: dg.OpExecutionContext, landing: LandingFolder, result: LoadResult) -> str | None:
+    """Move a successfully imported landed file to `processed/YYYY/MM/DD/`; it is never deleted. Returns where to."""
+    moved = landing.archive(Path(result.source_file), datetime.date.today())
+    if moved:
+        context.add_output_metadata({"archived_to": dg.MetadataValue.path(str(moved))})
+    return str(moved) if moved else None

@@ -1,0 +1,106 @@
+"""Staging: the load's private tables, and the file's valid leads COPYed into one of them."""
+
+import io
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from import_pipeline.dedupe import KEY_COLUMNS
+from import_pipeline.progress import Progress
+from import_pipeline.schema import (
+    CANONICAL_FIELDS,
+    EXTERNAL_SOURCE,
+    EXTRA,
+    EXTRA_PREFIX,
+    KEY_EXPRESSIONS,
+    OWNER,
+    PHONE_E164,
+    SOURCE_ROW,
+)
+from import_pipeline.validate import NUL_SHOWN_AS
+
+# Columns a lead takes from its source row.
+LEAD_VALUES = (*CANONICAL_FIELDS, PHONE_E164, EXTRA)
+STAGED_COLUMNS = (SOURCE_ROW, *LEAD_VALUES, OWNER)
+_STAGED_TYPES = {SOURCE_ROW: "integer", EXTRA: "jsonb"}
+COPY_SLICE_ROWS = 100_000
+
+
+def copy_frames(
+    cur: psycopg.Cursor,
+    table: sql.Composable,
+    columns: Sequence[str],
+    frames: Iterable[pl.DataFrame],
+    total: int,
+    log=None,
+) -> int:
+    """COPY frames with these columns into `table` as CSV, slice by slice; returns the rows the server took."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    progress = Progress(log, f"copying into {table.as_string(cur)}", total)
+    done = 0
+    with cur.copy(statement) as copy:
+        for frame in frames:
+            for part in frame.select(columns).iter_slices(COPY_SLICE_ROWS):
+                buffer = io.BytesIO()
+                part.write_csv(buffer, include_header=False)
+                copy.write(buffer.getbuffer())
+                done += part.height
+                progress.update(done)
+    return cur.rowcount
+
+
+def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owner_column: str) -> pl.DataFrame:
+    """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
+    extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
+    extra = (
+        pl.struct(
+            pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX))
+            for c in extras
+        ).struct.json_encode()
+        if extras
+        else pl.lit(None, pl.String)
+    )
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
+    owner = (
+        pl.col(mapping[owner_column]) if assign == "by_column" and owner_column in mapping else pl.lit(None, pl.String)
+    )
+    return leads.select(SOURCE_ROW, *CANONICAL_FIELDS, phone.alias(PHONE_E164), extra.alias(EXTRA), owner.alias(OWNER))
+
+
+def create_work_tables(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], source: str = "default") -> None:
+    """The staging table for the file's leads, `outcomes` (one row per source row's fate) and `losers`.
+
+    The staging table computes the match keys `keys` with the same expressions as `leads`. Temporary
+    tables are private to this connection and vanish with it, even if the run dies.
+    """
+    columns = [
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text"))) for c in STAGED_COLUMNS
+    ]
+    columns.append(sql.SQL("{} text DEFAULT {}").format(sql.Identifier(EXTERNAL_SOURCE), sql.Literal(source)))
+    columns += [
+        sql.SQL("{} text GENERATED ALWAYS AS ({}) STORED").format(
+            sql.Identifier(KEY_COLUMNS[k]), KEY_EXPRESSIONS[KEY_COLUMNS[k]]
+        )
+        for k in keys
+    ]
+    cur.execute(
+        sql.SQL("CREATE TEMPORARY TABLE {} ({}, match_id bigint) ON COMMIT DROP").format(
+            staging, sql.SQL(", ").join(columns)
+        )
+    )
+    cur.execute(
+        """
+        CREATE TEMPORARY TABLE outcomes (
+            source_row integer PRIMARY KEY, lead_id bigint, action text NOT NULL,
+            duplicate_of_row integer, survivor_row integer, changes jsonb
+        ) ON COMMIT DROP
+        """
+    )
+    # Rows whose match is looked up again in a round: they lost a race with another session in the one before.
+    cur.execute(
+        "CREATE TEMPORARY TABLE losers (round integer, source_row integer, PRIMARY KEY (round, source_row)) ON COMMIT DROP"
+    )
