@@ -58,7 +58,7 @@ def generate(path: Path, rows: int, seed: int, *extra: str) -> dict:
 def stop_embedded(home: Path) -> None:
     """Stop the embedded server under `home`: `import-pipeline` commands leave it running for the next one."""
     try:
-        from import_pipeline.resources import stop_embedded_server
+        from import_pipeline.embedded_server import stop_embedded_server
     except ImportError:
         return  # a version whose server stops by itself with the last process that uses it
     outcome = stop_embedded_server(home)

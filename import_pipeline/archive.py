@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.resources import LandingFolder
+from import_pipeline.state import LandingFolder
 from import_pipeline.summary import LoadResult
 
 

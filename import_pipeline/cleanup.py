@@ -10,7 +10,8 @@ from psycopg import sql
 
 from import_pipeline.config import CleanupConfig, dagster_dir
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.resources import LandingFolder, LeadsDatabase
+from import_pipeline.database import LeadsDatabase
+from import_pipeline.state import LandingFolder
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 

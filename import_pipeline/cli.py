@@ -19,14 +19,8 @@ from import_pipeline.config import (
     process_environment,
 )
 from import_pipeline.schema import COUNT_KEYS
-from import_pipeline.resources import (
-    StopOutcome,
-    embedded_dagster_url,
-    initialize_pools,
-    migrate_once,
-    start_embedded_server,
-    stop_embedded_server,
-)
+from import_pipeline.database import initialize_pools, migrate_once
+from import_pipeline.embedded_server import StopOutcome, embedded_dagster_url, start_embedded_server, stop_embedded_server
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
 

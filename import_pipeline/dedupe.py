@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.config import DedupeConfig, MatchKey
-from import_pipeline.resources import Parts
+from import_pipeline.parts import Parts
 from import_pipeline.summary import FileSummary
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"

@@ -19,7 +19,10 @@ from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.load import LEADS_ASSET
-from import_pipeline.resources import BucketStore, LandingFolder, LeadsDatabase, ParquetIOManager
+from import_pipeline.bucket import BucketStore
+from import_pipeline.database import LeadsDatabase
+from import_pipeline.parts import ParquetIOManager
+from import_pipeline.state import LandingFolder
 from import_pipeline.notify import Notifier
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 

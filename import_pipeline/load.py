@@ -17,7 +17,8 @@ from import_pipeline.config import LOAD_POOL, LoadConfig
 from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
 from import_pipeline.progress import Laps
-from import_pipeline.resources import LeadsDatabase, Parts
+from import_pipeline.database import LeadsDatabase
+from import_pipeline.parts import Parts
 from import_pipeline.schema import COUNT_KEYS, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.strategies import LostRaces, apply_strategy

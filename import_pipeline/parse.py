@@ -29,7 +29,9 @@ import polars as pl
 from import_pipeline.config import ParseConfig, dagster_dir
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
-from import_pipeline.resources import BucketStore, LandingFolder, PartsWriter, step_output_dir
+from import_pipeline.bucket import BucketStore
+from import_pipeline.parts import PartsWriter, step_output_dir
+from import_pipeline.state import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.summary import FileSummary
 

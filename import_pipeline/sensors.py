@@ -12,7 +12,8 @@ from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
 from import_pipeline.history import import_summary
 from import_pipeline.notify import Notifier
-from import_pipeline.resources import BucketStore, LandingFolder
+from import_pipeline.bucket import BucketStore
+from import_pipeline.state import LandingFolder
 
 
 @dataclass

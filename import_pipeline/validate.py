@@ -12,7 +12,8 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from import_pipeline.config import ValidateConfig
 from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
-from import_pipeline.resources import LandingFolder, Parts, PartsWriter, step_output_dir
+from import_pipeline.parts import Parts, PartsWriter, step_output_dir
+from import_pipeline.state import LandingFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.summary import FileSummary
 

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
-from import_pipeline.resources import initialize_pools, migrate_once  # noqa: E402
+from import_pipeline.database import initialize_pools, migrate_once  # noqa: E402
 
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"
 _numbers = itertools.count()

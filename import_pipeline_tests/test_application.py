@@ -10,7 +10,7 @@ import psycopg
 import yaml
 
 from import_pipeline.launch import import_file
-from import_pipeline.resources import migrate_once
+from import_pipeline.database import migrate_once
 from import_pipeline_tests.shared import CLI
 
 FILE = (

@@ -10,7 +10,7 @@ from moto.server import ThreadedMotoServer
 from import_pipeline.definitions import defs, resolved_import_leads_job
 from import_pipeline.history import import_summary
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.resources import BucketStore
+from import_pipeline.bucket import BucketStore
 from import_pipeline.sensors import bucket_sensor
 from import_pipeline_tests.shared import FILLER, HANDMADE
 

@@ -137,7 +137,7 @@ def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from import_pipeline.resources import start_embedded_server; "
+            "import sys; from pathlib import Path; from import_pipeline.embedded_server import start_embedded_server; "
             "start_embedded_server(Path(sys.argv[1]), keep_running=True); print('ready', flush=True); sys.stdin.read()",
             str(embedded.home),
         ],

@@ -3,7 +3,7 @@
 import dagster as dg
 import psycopg
 
-from import_pipeline.resources import bulk_load_settings, start_embedded_server
+from import_pipeline.embedded_server import bulk_load_settings, start_embedded_server
 
 
 def test_instance_dagster_yaml_settings(pipeline):

@@ -7,7 +7,7 @@ import dagster as dg
 
 from import_pipeline.config import MAX_FILES_PER_TICK
 from import_pipeline.definitions import defs
-from import_pipeline.resources import LandingFolder
+from import_pipeline.state import LandingFolder
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.sensors import landing_sensor
 

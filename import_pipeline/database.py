@@ -1,0 +1,53 @@
+"""The leads database as a resource: configured by URL or embedded, its schema brought up to date once."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import sqlalchemy
+
+from import_pipeline import schema
+from import_pipeline.config import LOAD_POOL
+from import_pipeline.embedded_server import start_embedded_server
+
+
+def initialize_pools(instance: dg.DagsterInstance) -> None:
+    """Create the load pool's limit before the first imports do: two runs creating it at once collide."""
+    storage = instance.event_log_storage
+    if LOAD_POOL in storage.get_concurrency_keys():
+        return
+    try:
+        storage.initialize_concurrency_limit_to_default(LOAD_POOL)
+    except sqlalchemy.exc.DBAPIError:
+        # Another process created it first; on PostgreSQL Dagster's own insert-or-update then fails.
+        if LOAD_POOL not in storage.get_concurrency_keys():
+            raise
+
+
+@cache
+def migrate_once(conninfo: str) -> None:
+    """Bring the database's schema up to date, once per process."""
+    with psycopg.connect(conninfo) as conn:
+        schema.migrate(conn)
+
+
+class LeadsDatabase(dg.ConfigurableResource):
+    """The PostgreSQL database that holds leads: `url` when set, else the embedded server in `home`."""
+
+    url: str = ""
+    home: str = ""
+
+    def conninfo(self) -> str:
+        """The connection string, starting the embedded server and migrating the schema if needed."""
+        conninfo = self.url or start_embedded_server(Path(self.home).resolve())
+        migrate_once(conninfo)
+        return conninfo
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection whose transaction commits when the block ends without error."""
+        with psycopg.connect(self.conninfo()) as conn:
+            yield conn

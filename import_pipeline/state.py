@@ -1,0 +1,45 @@
+"""The state folder: landing, quarantine, reports and processed files under one home."""
+
+import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from import_pipeline.config import landing_dir
+from import_pipeline.landing import move_aside
+
+
+class LandingFolder(dg.ConfigurableResource):
+    """The folder that files are dropped into, and the quarantine beside it for files that cannot be imported."""
+
+    home: str = ""
+
+    @property
+    def path(self) -> Path:
+        return landing_dir(Path(self.home).resolve())
+
+    @property
+    def quarantine_path(self) -> Path:
+        return Path(self.home).resolve() / "quarantine"
+
+    @property
+    def reports_path(self) -> Path:
+        return Path(self.home).resolve() / "reports"
+
+    @property
+    def processed_path(self) -> Path:
+        return Path(self.home).resolve() / "processed"
+
+    def archive(self, path: Path, day: datetime.date) -> Path | None:
+        """Move a landed file to `processed/YYYY/MM/DD/`; files from elsewhere stay put."""
+        if not path.resolve().is_relative_to(self.path.resolve()) or not path.exists():
+            return None
+        return move_aside(path, self.processed_path / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
+
+    def quarantine(self, path: Path, reason: str) -> Path | None:
+        """Move a landed file to quarantine with a `.reason.txt` beside it; files from elsewhere stay put."""
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            return None
+        moved = move_aside(path, self.quarantine_path)
+        moved.with_name(moved.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
+        return moved
