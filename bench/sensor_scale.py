@@ -12,7 +12,7 @@ import dagster as dg
 
 from import_pipeline.definitions import defs
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.sensors import landing_sensor
 
 
@@ -35,7 +35,7 @@ def _drain(instance: dg.DagsterInstance, home: Path, new_files: int) -> dict:
     while requested < new_files and ticks < 10 * new_files:
         context = dg.build_sensor_context(
             instance=instance, cursor=cursor, definitions=defs, instance_ref=instance.get_ref(),
-            resources={"landing": LandingFolder(home=str(home))},
+            resources={"state": StateFolder(home=str(home))},
         )
         started = time.perf_counter()
         data = landing_sensor.evaluate_tick(context)

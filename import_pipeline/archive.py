@@ -5,14 +5,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.summary import LoadResult
 
 
 @dg.op
-def archive_file(context: dg.OpExecutionContext, landing: LandingFolder, result: LoadResult) -> str | None:
+def archive_file(context: dg.OpExecutionContext, state: StateFolder, result: LoadResult) -> str | None:
     """Move a successfully imported landed file to `processed/YYYY/MM/DD/`; it is never deleted. Returns where to."""
-    moved = landing.archive(Path(result.source_file), datetime.date.today())
+    moved = state.archive(Path(result.source_file), datetime.date.today())
     if moved:
         context.add_output_metadata({"archived_to": dg.MetadataValue.path(str(moved))})
     return str(moved) if moved else None

@@ -11,7 +11,7 @@ from psycopg import sql
 from import_pipeline.config import CleanupConfig, dagster_dir
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.database import LeadsDatabase
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
@@ -55,19 +55,19 @@ def _finished_runs_before(instance: dg.DagsterInstance, cutoff: float) -> list[d
 
 
 @dg.op
-def clean_up(context: dg.OpExecutionContext, config: CleanupConfig, leads_db: LeadsDatabase, landing: LandingFolder) -> dict:
+def clean_up(context: dg.OpExecutionContext, config: CleanupConfig, leads_db: LeadsDatabase, state: StateFolder) -> dict:
     """Remove processed, quarantined and report files, rejected rows, run storage and partitions past retention."""
     cutoff = time.time() - config.retention_days * 86_400
     dry = config.dry_run
     counts = {
-        "processed_files_deleted": _old_files(landing.processed_path, cutoff, dry),
-        "quarantined_files_deleted": _old_files(landing.quarantine_path, cutoff, dry),
-        "reports_deleted": _old_files(landing.reports_path, cutoff, dry),
+        "processed_files_deleted": _old_files(state.processed_path, cutoff, dry),
+        "quarantined_files_deleted": _old_files(state.quarantine_path, cutoff, dry),
+        "reports_deleted": _old_files(state.reports_path, cutoff, dry),
     }
     with leads_db.connect() as conn:
         counts["rejected_rows_deleted"] = _old_rejected_rows(conn, config.retention_days, dry)
         counts["staging_tables_dropped"] = _leftover_staging_tables(conn, dry)
-    storage = dagster_dir(Path(landing.home).resolve()) / "storage"
+    storage = dagster_dir(Path(state.home).resolve()) / "storage"
     finished = _finished_runs_before(context.instance, cutoff)
     run_dirs = [storage / r.dagster_run.run_id for r in finished if (storage / r.dagster_run.run_id).is_dir()]
     if not dry:

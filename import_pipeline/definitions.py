@@ -22,7 +22,7 @@ from import_pipeline.load import LEADS_ASSET
 from import_pipeline.bucket import BucketStore
 from import_pipeline.database import LeadsDatabase
 from import_pipeline.parts import ParquetIOManager
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.notify import Notifier
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 
@@ -43,7 +43,7 @@ defs = dg.Definitions(
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
         "leads_db": LeadsDatabase(url=dg.EnvVar(DATABASE_URL_ENV), home=dg.EnvVar(HOME_ENV)),
-        "landing": LandingFolder(home=dg.EnvVar(HOME_ENV)),
+        "state": StateFolder(home=dg.EnvVar(HOME_ENV)),
         "bucket": BucketStore(
             bucket=dg.EnvVar(S3_BUCKET_ENV), prefix=dg.EnvVar(S3_PREFIX_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)
         ),

@@ -31,7 +31,7 @@ from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers, maps_company
 from import_pipeline.bucket import BucketStore
 from import_pipeline.parts import PartsWriter, step_output_dir
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.summary import FileSummary
 
@@ -556,21 +556,21 @@ def source_file(
 
 
 @dg.op(out={"records": dg.Out(), "summary": dg.Out()})
-def parse(context: dg.OpExecutionContext, config: ParseConfig, landing: LandingFolder, bucket: BucketStore):
+def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolder, bucket: BucketStore):
     """Read the partition's file into text columns mapped to the canonical lead fields."""
     started = time.perf_counter()
-    work_dir = dagster_dir(Path(landing.home).resolve()) / "storage" / context.run_id / "work"
-    path, digest = source_file(landing.path, bucket, context.partition_key, config, work_dir)
+    work_dir = dagster_dir(Path(state.home).resolve()) / "storage" / context.run_id / "work"
+    path, digest = source_file(state.landing_path, bucket, context.partition_key, config, work_dir)
     # The object's URI, not the temporary local copy, is what history and provenance name.
     source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
-    records = PartsWriter(step_output_dir(landing.home, context.run_id, str(context.op_handle)) / "records")
+    records = PartsWriter(step_output_dir(state.home, context.run_id, str(context.op_handle)) / "records")
     try:
         chunks, mapping, details = read_records(path, config, work_dir)
         for chunk in chunks:
             records.write(chunk)
     except FileRejected as e:
         reason = f"{path.name}: {e}"
-        quarantined = landing.quarantine(path, reason)
+        quarantined = state.quarantine(path, reason)
         metadata = {"source_file": str(path), "reason": reason}
         if quarantined:
             metadata["quarantined_to"] = str(quarantined)

@@ -13,7 +13,7 @@ from import_pipeline.landing import content_hash, hash_of_key, landed_entries, l
 from import_pipeline.history import import_summary
 from import_pipeline.notify import Notifier
 from import_pipeline.bucket import BucketStore
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 
 
 @dataclass
@@ -84,9 +84,9 @@ def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PE
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingFolder):
+def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
     """Add a partition and request a run for every new, completely written file in the landing folder."""
-    scan = scan_landing(landing.path, LandingCursor.parse(context.cursor))
+    scan = scan_landing(state.landing_path, LandingCursor.parse(context.cursor))
     known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(landed_files_partitions_def.name)}
     requests, skipped = [], []
     for entry in scan.ready:

@@ -9,13 +9,13 @@ from import_pipeline.config import landing_dir
 from import_pipeline.landing import move_aside
 
 
-class LandingFolder(dg.ConfigurableResource):
-    """The folder that files are dropped into, and the quarantine beside it for files that cannot be imported."""
+class StateFolder(dg.ConfigurableResource):
+    """The state folder (`IMPORT_PIPELINE_HOME`): where files land, and where they go once imported or refused."""
 
     home: str = ""
 
     @property
-    def path(self) -> Path:
+    def landing_path(self) -> Path:
         return landing_dir(Path(self.home).resolve())
 
     @property
@@ -32,13 +32,13 @@ class LandingFolder(dg.ConfigurableResource):
 
     def archive(self, path: Path, day: datetime.date) -> Path | None:
         """Move a landed file to `processed/YYYY/MM/DD/`; files from elsewhere stay put."""
-        if not path.resolve().is_relative_to(self.path.resolve()) or not path.exists():
+        if not path.resolve().is_relative_to(self.landing_path.resolve()) or not path.exists():
             return None
         return move_aside(path, self.processed_path / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
 
     def quarantine(self, path: Path, reason: str) -> Path | None:
         """Move a landed file to quarantine with a `.reason.txt` beside it; files from elsewhere stay put."""
-        if not path.resolve().is_relative_to(self.path.resolve()):
+        if not path.resolve().is_relative_to(self.landing_path.resolve()):
             return None
         moved = move_aside(path, self.quarantine_path)
         moved.with_name(moved.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ from import_pipeline.config import ValidateConfig
 from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
 from import_pipeline.parts import Parts, PartsWriter, step_output_dir
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.summary import FileSummary
 
@@ -185,12 +185,12 @@ def normalized(valid: pl.DataFrame, region: str) -> pl.DataFrame:
 
 
 @dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
-def validate(context: dg.OpExecutionContext, config: ValidateConfig, landing: LandingFolder, records: Parts, summary: FileSummary):
+def validate(context: dg.OpExecutionContext, config: ValidateConfig, state: StateFolder, records: Parts, summary: FileSummary):
     """Split records into valid leads and rejected rows, with a report of every rejected row."""
     started = time.perf_counter()
-    outputs = step_output_dir(landing.home, context.run_id, str(context.op_handle))
+    outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
     valid, rejected = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
-    report_path = landing.reports_path / f"{summary.partition_key}.rejects.csv"
+    report_path = state.reports_path / f"{summary.partition_key}.rejects.csv"
     with RejectReport(report_path, list(summary.mapping)) as report:
         for chunk in records.frames():
             valid_rows, rejected_rows = split_valid(chunk, summary.mapping)

@@ -9,7 +9,7 @@ from import_pipeline.config import ParseConfig
 from import_pipeline.definitions import defs
 from import_pipeline.landing import content_hash, partition_key
 from import_pipeline.launch import import_file
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.sensors import landing_sensor
 from import_pipeline.parse import FileRejected, read_leads
 from import_pipeline.schema import SOURCE_ROW
@@ -76,7 +76,7 @@ def test_hostile_file_failures_quarantine_and_load_nothing(pipeline):
     cursor = None
     for _ in range(2):  # a file counts once it is unchanged between two ticks
         tick = landing_sensor(dg.build_sensor_context(
-            instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"landing": LandingFolder(home=str(pipeline.home))}
+            instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"state": StateFolder(home=str(pipeline.home))}
         ))
         cursor = tick.cursor
     assert [r.partition_key for r in tick.run_requests] == [partition_key("good.csv", content_hash(good))]

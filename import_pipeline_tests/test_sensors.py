@@ -7,7 +7,7 @@ import dagster as dg
 
 from import_pipeline.config import MAX_FILES_PER_TICK
 from import_pipeline.definitions import defs
-from import_pipeline.state import LandingFolder
+from import_pipeline.state import StateFolder
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.sensors import landing_sensor
 
@@ -16,13 +16,13 @@ LEADS = "Company,Email\nAcme,ann@acme.com\n"
 
 def _tick(pipeline, cursor):
     context = dg.build_sensor_context(
-        instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"landing": _landing(pipeline)}
+        instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"state": _state(pipeline)}
     )
     return landing_sensor(context)
 
 
-def _landing(pipeline):
-    return LandingFolder(home=str(pipeline.home))
+def _state(pipeline):
+    return StateFolder(home=str(pipeline.home))
 
 
 def _ticks(pipeline, n, cursor=None):
@@ -132,7 +132,7 @@ def test_landing_sensor_requests_pass_the_daemons_validation(pipeline):
         cursor=first.cursor,
         definitions=defs,
         instance_ref=pipeline.instance.get_ref(),
-        resources={"landing": _landing(pipeline)},
+        resources={"state": _state(pipeline)},
     )
 
     data = landing_sensor.evaluate_tick(context)
