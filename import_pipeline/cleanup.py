@@ -7,13 +7,21 @@ from pathlib import Path
 
 import dagster as dg
 from psycopg import sql
+from pydantic import Field
 
-from import_pipeline.config import CleanupConfig, dagster_dir
+from import_pipeline.config import dagster_dir
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.database import LeadsDatabase
 from import_pipeline.state import StateFolder
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+class CleanupConfig(dg.Config):
+    """What the nightly cleanup keeps."""
+
+    retention_days: int = Field(default=90, description="Anything older is removed.")
+    dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")
 
 
 def _old_files(folder: Path, cutoff: float, dry_run: bool) -> int:

@@ -2,7 +2,6 @@
 
 import os
 from pathlib import Path
-from enum import Enum
 from typing import Literal
 
 import dagster as dg
@@ -115,14 +114,6 @@ class ParseConfig(dg.Config):
     )
 
 
-class MatchKey(str, Enum):
-    """A way to recognise the same lead twice."""
-
-    email = "email"
-    external_id = "external_id"
-    phone_company = "phone_company"
-
-
 class ValidateConfig(dg.Config):
     """How strict an import is about invalid rows."""
 
@@ -133,43 +124,3 @@ class ValidateConfig(dg.Config):
         default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
     )
     phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")
-
-
-class DedupeConfig(dg.Config):
-    """How rows are matched to each other and to existing leads."""
-
-    match_keys: list[MatchKey] = Field(
-        default=["email"],
-        description="Match keys in priority order: normalized email; external_id within `source`; "
-        "phone (E.164) with the normalized company name (weaker, opt in).",
-    )
-    keep: Literal["first", "last"] = Field(
-        default="first", description="Which occurrence of a key within the file is kept; the others are in-file duplicates."
-    )
-    source: str = Field(default="default", description="The source that external ids belong to.")
-
-
-class LoadConfig(dg.Config):
-    """What happens to rows that match an existing lead, and who owns new leads."""
-
-    on_existing: Literal["skip", "update", "merge", "create"] = Field(
-        default="skip",
-        description="skip: leave the lead; update: non-empty incoming values overwrite; merge: incoming values "
-        "fill empty fields only; create: insert anyway, flagged as a possible duplicate.",
-    )
-    assign: Literal["none", "single", "round_robin", "by_column"] = Field(default="none", description="Owner of new leads.")
-    owners: list[str] = Field(
-        default=[], description="single: [owner]; round_robin: the rotation; by_column: [fallback owner]."
-    )
-    owner_column: str = Field(default="", description="by_column: the source header that holds the owner.")
-    reassign_existing: bool = Field(
-        default=False, description="update/merge also set the owner of the existing leads they change."
-    )
-
-
-class CleanupConfig(dg.Config):
-    """What the nightly cleanup keeps."""
-
-    retention_days: int = Field(default=90, description="Anything older is removed.")
-    dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")
-

@@ -5,13 +5,15 @@ load's staging table alike; the load runs this SQL inside its transaction, on th
 """
 
 import time
+from enum import Enum
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 import psycopg
 from psycopg import sql
+from pydantic import Field
 
-from import_pipeline.config import DedupeConfig, MatchKey
 from import_pipeline.parts import Parts
 from import_pipeline.summary import FileSummary
 
@@ -21,6 +23,28 @@ KEY_COLUMNS = {"email": EMAIL_KEY, "external_id": EXTERNAL_KEY, "phone_company":
 KEY_FIELDS = {"email": ("email",), "external_id": ("external_id",), "phone_company": ("phone", "company_name")}
 LIVE = sql.SQL("deleted_at IS NULL AND duplicate_of IS NULL")
 EVERY_ROW = sql.SQL("TRUE")
+
+
+class MatchKey(str, Enum):
+    """A way to recognise the same lead twice."""
+
+    email = "email"
+    external_id = "external_id"
+    phone_company = "phone_company"
+
+
+class DedupeConfig(dg.Config):
+    """How rows are matched to each other and to existing leads."""
+
+    match_keys: list[MatchKey] = Field(
+        default=["email"],
+        description="Match keys in priority order: normalized email; external_id within `source`; "
+        "phone (E.164) with the normalized company name (weaker, opt in).",
+    )
+    keep: Literal["first", "last"] = Field(
+        default="first", description="Which occurrence of a key within the file is kept; the others are in-file duplicates."
+    )
+    source: str = Field(default="default", description="The source that external ids belong to.")
 
 
 def keys_with_email(keys: list[str]) -> list[str]:

@@ -7,13 +7,15 @@ import is recorded with its counts (`ledger`)."""
 import json
 import random
 import time
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 import psycopg
 from psycopg import sql
+from pydantic import Field
 
-from import_pipeline.config import LOAD_POOL, LoadConfig
+from import_pipeline.config import LOAD_POOL
 from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
 from import_pipeline.progress import Laps
@@ -32,6 +34,24 @@ LOCK_TIMEOUT = "5s"
 # Imports write leads one at a time (they wait for each other, never for the application, which
 # never takes this lock): what one import matched cannot be inserted by another under it.
 IMPORTS_LOCK = 7_246_002
+
+
+class LoadConfig(dg.Config):
+    """What happens to rows that match an existing lead, and who owns new leads."""
+
+    on_existing: Literal["skip", "update", "merge", "create"] = Field(
+        default="skip",
+        description="skip: leave the lead; update: non-empty incoming values overwrite; merge: incoming values "
+        "fill empty fields only; create: insert anyway, flagged as a possible duplicate.",
+    )
+    assign: Literal["none", "single", "round_robin", "by_column"] = Field(default="none", description="Owner of new leads.")
+    owners: list[str] = Field(
+        default=[], description="single: [owner]; round_robin: the rotation; by_column: [fallback owner]."
+    )
+    owner_column: str = Field(default="", description="by_column: the source header that holds the owner.")
+    reassign_existing: bool = Field(
+        default=False, description="update/merge also set the owner of the existing leads they change."
+    )
 
 
 def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:

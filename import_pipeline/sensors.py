@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS
+from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS, ParseConfig
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
 from import_pipeline.history import import_summary
@@ -99,7 +99,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
             dg.RunRequest(
                 run_key=key,
                 partition_key=key,
-                run_config={"ops": {"parse": {"config": {"source_path": entry.path}}}},
+                run_config=dg.RunConfig(ops={"parse": ParseConfig(source_path=entry.path)}),
                 tags={"import_pipeline/source_file": entry.name},
             )
         )
@@ -151,7 +151,7 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
                 dg.RunRequest(
                     run_key=key,
                     partition_key=key,
-                    run_config={"ops": {"parse": {"config": {"source_path": f"s3://{bucket.bucket}/{obj['Key']}#{etag}"}}}},
+                    run_config=dg.RunConfig(ops={"parse": ParseConfig(source_path=f"s3://{bucket.bucket}/{obj['Key']}#{etag}")}),
                     tags={"import_pipeline/source_file": f"s3://{bucket.bucket}/{obj['Key']}"},
                 )
             )

@@ -2,15 +2,18 @@
 while the application goes on writing leads."""
 
 import json
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from import_pipeline.config import LoadConfig
 from import_pipeline.dedupe import EVERY_ROW, keys_with_email, match_existing, still_matches
 from import_pipeline.progress import Laps
 from import_pipeline.schema import CANONICAL_FIELDS, EXTERNAL_SOURCE, EXTRA, OWNER, PHONE_E164
 from import_pipeline.staging import LEAD_VALUES
+
+if TYPE_CHECKING:  # load.py, which runs these strategies, defines their config
+    from import_pipeline.load import LoadConfig
 
 # Rounds of insert, match again and apply before an attempt gives up: each round only handles rows
 # whose lead the application inserted, deleted or re-keyed since the previous one.
@@ -23,7 +26,7 @@ class LostRaces(Exception):
     """Rows kept losing their lead to other sessions' writes for `MAX_ROUNDS` rounds: the attempt starts again."""
 
 
-def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: LoadConfig, new_rows: sql.Composable) -> None:
+def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: "LoadConfig", new_rows: sql.Composable) -> None:
     """Set the owner of the rows about to become leads."""
     if config.assign == "none":
         return  # staged owners are only filled for `by_column`
@@ -122,7 +125,7 @@ def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int
 
 
 def _change(
-    config: LoadConfig, import_id: int, staging: sql.Identifier, keys: list[str], scope: sql.Composable = EVERY_ROW
+    config: "LoadConfig", import_id: int, staging: sql.Identifier, keys: list[str], scope: sql.Composable = EVERY_ROW
 ) -> tuple[sql.Composable, dict]:
     """The `update`/`merge` statement: changed leads only, with each changed field's old and new value."""
     incoming_wins = config.on_existing == "update"
@@ -212,7 +215,7 @@ def _match_losers_again(
 def apply_strategy(
     cur: psycopg.Cursor,
     staging: sql.Identifier,
-    config: LoadConfig,
+    config: "LoadConfig",
     import_id: int,
     source_file: str,
     keys: list[str],
