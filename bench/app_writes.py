@@ -82,7 +82,10 @@ def app_writes(url: str, lead_ids: list[int], stop: threading.Event, interval_s:
         tick = time.perf_counter()
         try:
             if kind == "update":
-                conn.execute("UPDATE leads SET notes = %s WHERE id = %s", (f"application write {n}", lead_ids[n // 3 % len(lead_ids)]))
+                conn.execute(
+                    "UPDATE leads SET notes = %s WHERE id = %s",
+                    (f"application write {n}", lead_ids[n // 3 % len(lead_ids)]),
+                )
             elif kind == "insert":
                 probe_lead = conn.execute(
                     "INSERT INTO leads (company_name, email) VALUES (%s, %s) RETURNING id",
@@ -119,7 +122,9 @@ def app_writes(url: str, lead_ids: list[int], stop: threading.Event, interval_s:
         "app_writes": len(every),
         "app_write_wait_max_s": round(max(every, default=0.0), 3),
         "app_write_wait_by_kind": {
-            kind: {"count": len(w), "max_s": round(max(w), 3), "p99_s": round(_p99(w), 3)} for kind, w in waits.items() if w
+            kind: {"count": len(w), "max_s": round(max(w), 3), "p99_s": round(_p99(w), 3)}
+            for kind, w in waits.items()
+            if w
         },
         "app_write_slowest": slowest,  # at_s: seconds after the probe started, shortly before the import
         "app_write_errors": {"count": error_count, "first": errors},

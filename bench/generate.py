@@ -15,14 +15,35 @@ from pathlib import Path
 import polars as pl
 
 CHUNK = 500_000
-FIRST = ["Ann", "Bob", "Chloé", "David", "Emma", "Farid", "Grace", "Hugo", "Inès", "Jack", "Karim", "Léa", "Marc", "Nina"]
+FIRST = [
+    "Ann",
+    "Bob",
+    "Chloé",
+    "David",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Inès",
+    "Jack",
+    "Karim",
+    "Léa",
+    "Marc",
+    "Nina",
+]
 LAST = ["Martin", "Bernard", "Dubois", "Smith", "Johnson", "Nguyen", "Garcia", "Müller", "Rossi", "Kowalski", "Silva"]
 COMPANY = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Soylent", "Cyberdyne"]
 SUFFIX = ["Inc", "SAS", "GmbH", "Ltd", "LLC", "SA"]
 TITLE = ["CEO", "CTO", "Head of Sales", "Marketing Manager", "Buyer", "Office Manager", "VP Operations"]
 INDUSTRY = ["Software", "Retail", "Real Estate", "Logistics", "Healthcare", "Manufacturing"]
-CITY = [("Paris", "IDF", "France"), ("Lyon", "ARA", "France"), ("Austin", "TX", "USA"), ("Boston", "MA", "USA"),
-        ("Berlin", "BE", "Germany"), ("Leeds", "ENG", "UK")]
+CITY = [
+    ("Paris", "IDF", "France"),
+    ("Lyon", "ARA", "France"),
+    ("Austin", "TX", "USA"),
+    ("Boston", "MA", "USA"),
+    ("Berlin", "BE", "Germany"),
+    ("Leeds", "ENG", "UK"),
+]
 EMAIL_OK = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
@@ -42,7 +63,9 @@ def leads(rows: int, seed: int, start: int = 0) -> pl.DataFrame:
         first.alias("First Name"),
         last.alias("Last Name"),
         pl.format("{}.{}.{}x{}@example{}.com", first.str.to_lowercase(), last.str.to_lowercase(), seed, i, h % 997)
-        .str.replace_all("é", "e").str.replace_all("è", "e").str.replace_all("ü", "u")
+        .str.replace_all("é", "e")
+        .str.replace_all("è", "e")
+        .str.replace_all("ü", "u")
         .alias("Email"),
         pl.format("0{}", 600_000_000 + h % 99_999_999).alias("Phone"),
         _pick(TITLE, h // 17).alias("Title"),
@@ -58,16 +81,26 @@ def leads(rows: int, seed: int, start: int = 0) -> pl.DataFrame:
     )
 
 
-def with_faults(base: pl.DataFrame, seed: int, start: int, dup_rate: float, invalid_rate: float,
-                overlap: pl.Series | None, overlap_rate: float) -> pl.DataFrame:
+def with_faults(
+    base: pl.DataFrame,
+    seed: int,
+    start: int,
+    dup_rate: float,
+    invalid_rate: float,
+    overlap: pl.Series | None,
+    overlap_rate: float,
+) -> pl.DataFrame:
     """Turn some rows into in-file duplicates, invalid rows and leads already in the database."""
     n = base.height
     i = pl.int_range(start, start + n, dtype=pl.Int64)
     r = (i.hash(seed + 1) % 1_000_000) / 1_000_000
     role = (
-        pl.when(r < invalid_rate).then(pl.lit("invalid"))
-        .when(r < invalid_rate + dup_rate).then(pl.lit("dup"))
-        .when(r < invalid_rate + dup_rate + overlap_rate).then(pl.lit("overlap"))
+        pl.when(r < invalid_rate)
+        .then(pl.lit("invalid"))
+        .when(r < invalid_rate + dup_rate)
+        .then(pl.lit("dup"))
+        .when(r < invalid_rate + dup_rate + overlap_rate)
+        .then(pl.lit("overlap"))
         .otherwise(pl.lit("new"))
     )
     frame = base.with_columns(role.alias("_role"), i.alias("_i"), (i.hash(seed + 2) % 3).alias("_kind"))
@@ -87,8 +120,12 @@ def with_faults(base: pl.DataFrame, seed: int, start: int, dup_rate: float, inva
     invalid, kind = pl.col("_role") == "invalid", pl.col("_kind")
     frame = frame.with_columns(
         pl.when(invalid & (kind == 0)).then(None).otherwise(pl.col("Company Name")).alias("Company Name"),
-        pl.when(invalid & (kind == 1)).then(pl.format("no-at-sign{}.example.com", pl.col("_i")))
-        .when(invalid & (kind == 2)).then(None).otherwise(pl.col("Email")).alias("Email"),
+        pl.when(invalid & (kind == 1))
+        .then(pl.format("no-at-sign{}.example.com", pl.col("_i")))
+        .when(invalid & (kind == 2))
+        .then(None)
+        .otherwise(pl.col("Email"))
+        .alias("Email"),
         pl.when(invalid & (kind == 2)).then(None).otherwise(pl.col("Phone")).alias("Phone"),
         pl.when(invalid & (kind == 2)).then(None).otherwise(pl.col("External ID")).alias("External ID"),
     )
@@ -99,7 +136,11 @@ def _keys(frame: pl.DataFrame) -> pl.DataFrame:
     """Which rows are valid and their normalized email, by the pipeline's rules restated independently."""
     email = pl.col("Email").str.strip_chars()
     has = lambda c: pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "")  # noqa: E731
-    valid = has("Company Name") & (~has("Email") | email.str.contains(EMAIL_OK)) & (has("Email") | has("Phone") | has("External ID"))
+    valid = (
+        has("Company Name")
+        & (~has("Email") | email.str.contains(EMAIL_OK))
+        & (has("Email") | has("Phone") | has("External ID"))
+    )
     key = pl.when(has("Email")).then(pl.col("Email").str.replace_all(r"\s", "").str.to_lowercase())
     return frame.select(valid.alias("valid"), key.alias("key"))
 
@@ -109,7 +150,11 @@ def expected(frame: pl.DataFrame, existing: pl.Series | None) -> dict:
     keys = _keys(frame)
     valid = keys.filter("valid")
     first = valid.filter(pl.col("key").is_null() | pl.col("key").is_first_distinct())
-    known = first["key"].is_in(existing.str.to_lowercase().implode()) if existing is not None else pl.Series([False] * first.height)
+    known = (
+        first["key"].is_in(existing.str.to_lowercase().implode())
+        if existing is not None
+        else pl.Series([False] * first.height)
+    )
     return {
         "rows": frame.height,
         "invalid": frame.height - valid.height,
@@ -123,7 +168,9 @@ def valid_emails(path: Path) -> pl.Series:
     """The emails a previously generated file leaves in the leads table."""
     frame = pl.read_csv(path, infer_schema=False)
     keys = _keys(frame)
-    return frame.filter(keys["valid"] & keys["key"].is_not_null() & keys["key"].is_first_distinct())["Email"].str.strip_chars()
+    return frame.filter(keys["valid"] & keys["key"].is_not_null() & keys["key"].is_first_distinct())[
+        "Email"
+    ].str.strip_chars()
 
 
 def main() -> None:
@@ -144,8 +191,15 @@ def main() -> None:
     with args.out.open("wb") as f:
         for start in range(0, args.rows, CHUNK):
             rows = min(CHUNK, args.rows - start)
-            chunk = with_faults(leads(rows, args.seed, start), args.seed, start, args.dup_rate, args.invalid_rate,
-                                existing, args.overlap_rate if existing is not None else 0.0)
+            chunk = with_faults(
+                leads(rows, args.seed, start),
+                args.seed,
+                start,
+                args.dup_rate,
+                args.invalid_rate,
+                existing,
+                args.overlap_rate if existing is not None else 0.0,
+            )
             chunk.write_csv(f, include_header=start == 0)
             keys = _keys(chunk)
             # Duplicates across chunks count too: carry the keys seen so far.
@@ -153,7 +207,12 @@ def main() -> None:
             fresh = keys.filter("valid")["key"].drop_nulls()
             repeated = int(fresh.is_in(seen.implode()).sum()) if seen.len() else 0
             counts["duplicates_in_file"] += repeated
-            first = keys.filter(pl.col("valid") & pl.col("key").is_not_null() & pl.col("key").is_first_distinct() & ~pl.col("key").is_in(seen.implode()))
+            first = keys.filter(
+                pl.col("valid")
+                & pl.col("key").is_not_null()
+                & pl.col("key").is_first_distinct()
+                & ~pl.col("key").is_in(seen.implode())
+            )
             known = int(first["key"].is_in(existing.str.to_lowercase().implode()).sum()) if existing is not None else 0
             counts["duplicates_existing"] = known
             counts["inserted"] = counts["inserted"] - repeated - known

@@ -20,7 +20,8 @@ def _sensor_ticking() -> bool:
 
     with dg.DagsterInstance.get() as instance:
         return any(
-            state.instigator_name == "landing_sensor" and instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            state.instigator_name == "landing_sensor"
+            and instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
             for state in instance.all_instigator_state()
         )
 
@@ -63,6 +64,10 @@ def drop_to_commit(sample: Path, landing: Path, leads_url: str, log: Path, timeo
                 ).fetchone()
                 if row:
                     committed = round(time.monotonic() - landed, 2)
-                    return {"rows": row[0]["rows_read"], "drop_to_commit_s": committed, **_timeline(sample.name, landed_at)}
+                    return {
+                        "rows": row[0]["rows_read"],
+                        "drop_to_commit_s": committed,
+                        **_timeline(sample.name, landed_at),
+                    }
                 time.sleep(0.2)
     raise RuntimeError(f"{sample.name} was not committed within {timeout} s; see {log}")

@@ -34,23 +34,41 @@ from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the project's packages, tests' helpers included, from a clean clone
-TARGETS = {"ratio_import_to_copy": 10.0, "ratio_import_to_copy_stretch": 5.0, "ratio_import_to_baseline": 1.0,
-           "app_write_wait_s": 1.0, "sessions_dropped": 0, "peak_rss_mb_1m": 400, "peak_rss_mb_10m": 500,
-           "drop_to_commit_s": 15.0, "slowest_tick_s": 2.0}
-COUNTS = {"invalid": "rows_rejected", "duplicates_in_file": "duplicates_in_file",
-          "duplicates_existing": "duplicates_existing", "inserted": "inserted"}
+TARGETS = {
+    "ratio_import_to_copy": 10.0,
+    "ratio_import_to_copy_stretch": 5.0,
+    "ratio_import_to_baseline": 1.0,
+    "app_write_wait_s": 1.0,
+    "sessions_dropped": 0,
+    "peak_rss_mb_1m": 400,
+    "peak_rss_mb_10m": 500,
+    "drop_to_commit_s": 15.0,
+    "slowest_tick_s": 2.0,
+}
+COUNTS = {
+    "invalid": "rows_rejected",
+    "duplicates_in_file": "duplicates_in_file",
+    "duplicates_existing": "duplicates_existing",
+    "inserted": "inserted",
+}
 BASELINE = HERE.parent.parent / "shared" / "baselines" / "straightforward_import.py"
 BASELINE_DATABASE = "baseline"
 STEPS = ("parse", "validate", "dedupe", "load")  # the import's steps in the order they run
-BASELINE_COUNTS = {"invalid": "invalid", "duplicates_in_file": "in_file_duplicates",
-                   "duplicates_existing": "existing", "inserted": "inserted"}
+BASELINE_COUNTS = {
+    "invalid": "invalid",
+    "duplicates_in_file": "in_file_duplicates",
+    "duplicates_existing": "existing",
+    "inserted": "inserted",
+}
 
 
 def generate(path: Path, rows: int, seed: int, *extra: str) -> dict:
     """Run the generator; return its predicted counts."""
     done = subprocess.run(
         [sys.executable, str(HERE / "generate.py"), str(path), "--rows", str(rows), "--seed", str(seed), *extra],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stderr.strip().splitlines()[-1])
 
@@ -86,8 +104,11 @@ def bare_copy(url: str, path: Path) -> float:
     table = sql.Identifier("bench_copy")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-        conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
-            table, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(columns))))
+        conn.execute(
+            sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+                table, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(columns))
+            )
+        )
         started = time.perf_counter()
         copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(table)
         with conn.cursor() as cur, cur.copy(copy_sql) as copy, path.open("rb") as f:
@@ -127,7 +148,9 @@ def snake_case_copy(path: Path, target: Path) -> Path:
     """The file with its header in snake_case (`Company Name` -> `company_name`), the names the baseline script needs."""
     with path.open("rb") as source, target.open("wb") as out:
         header = source.readline().decode()
-        out.write((",".join(re.sub(r"\W+", "_", h.strip()).lower() for h in header.rstrip("\r\n").split(",")) + "\n").encode())
+        out.write(
+            (",".join(re.sub(r"\W+", "_", h.strip()).lower() for h in header.rstrip("\r\n").split(",")) + "\n").encode()
+        )
         shutil.copyfileobj(source, out, 1 << 20)
     return target
 
@@ -144,13 +167,20 @@ def timed_baseline(url: str, existing: Path, workload: Path) -> tuple[float, int
     log = workload.with_name(f"baseline_{workload.stem}.log")
     try:
         # Untimed; it ends with VACUUM ANALYZE and a CHECKPOINT of its own.
-        reset = subprocess.run([sys.executable, str(BASELINE), "reset", "--uri", uri, "--existing", str(seed)],
-                               capture_output=True, text=True)
+        reset = subprocess.run(
+            [sys.executable, str(BASELINE), "reset", "--uri", uri, "--existing", str(seed)],
+            capture_output=True,
+            text=True,
+        )
         if reset.returncode:
             raise RuntimeError(f"the baseline script's reset failed:\n{reset.stderr[-3000:]}")
-        elapsed, peak, output = timed_process([sys.executable, str(BASELINE), "run", "--uri", uri, "--file", str(file)], log)
+        elapsed, peak, output = timed_process(
+            [sys.executable, str(BASELINE), "run", "--uri", uri, "--file", str(file)], log
+        )
         if not output.strip():
-            raise RuntimeError(f"the baseline script printed nothing on {file.name}; its log ends:\n" + log.read_text()[-3000:])
+            raise RuntimeError(
+                f"the baseline script printed nothing on {file.name}; its log ends:\n" + log.read_text()[-3000:]
+            )
     finally:
         seed.unlink()
         file.unlink()
@@ -166,8 +196,19 @@ def bench(rows: int, existing_rows: int, work: Path) -> dict:
     existing, workload = work / f"existing_{existing_rows}.csv", work / f"workload_{rows}.csv"
     url = os.environ["IMPORT_PIPELINE_DATABASE_URL"]
     generate(existing, existing_rows, 1)
-    expected = generate(workload, rows, 2, "--dup-rate", "0.02", "--invalid-rate", "0.03",
-                        "--overlap-with", str(existing), "--overlap-rate", "0.2")
+    expected = generate(
+        workload,
+        rows,
+        2,
+        "--dup-rate",
+        "0.02",
+        "--invalid-rate",
+        "0.03",
+        "--overlap-with",
+        str(existing),
+        "--overlap-rate",
+        "0.2",
+    )
     fill_s, _, filled = timed_import(existing)
     assert filled["status"] == "success", filled["error"]
     checkpoint(url)
@@ -254,15 +295,21 @@ def markdown(results: list[dict], machine: str, latency: dict | None, sensor: di
             f"{TARGETS['sessions_dropped']} | {_verdict(r['sessions_dropped'], TARGETS['sessions_dropped'])} |",
         ]
     if latency:
-        lines.append(f"| T3 1,000-row file, drop to commit | {latency['drop_to_commit_s']} s | ≤ {TARGETS['drop_to_commit_s']} s | "
-                     f"{_verdict(latency['drop_to_commit_s'], TARGETS['drop_to_commit_s'])} |")
+        lines.append(
+            f"| T3 1,000-row file, drop to commit | {latency['drop_to_commit_s']} s | ≤ {TARGETS['drop_to_commit_s']} s | "
+            f"{_verdict(latency['drop_to_commit_s'], TARGETS['drop_to_commit_s'])} |"
+        )
     if sensor:
-        lines.append(f"| T4 slowest sensor tick, {sensor['files']:,} files | {sensor['slowest_tick_s']} s | "
-                     f"≤ {TARGETS['slowest_tick_s']} s | {_verdict(sensor['slowest_tick_s'], TARGETS['slowest_tick_s'])} |")
+        lines.append(
+            f"| T4 slowest sensor tick, {sensor['files']:,} files | {sensor['slowest_tick_s']} s | "
+            f"≤ {TARGETS['slowest_tick_s']} s | {_verdict(sensor['slowest_tick_s'], TARGETS['slowest_tick_s'])} |"
+        )
         small = next(v for k, v in sensor.items() if k.startswith("largest_cursor_bytes_"))
-        lines.append(f"| T4 largest cursor, {sensor['files']:,} vs {sensor['files'] // 10:,} files | "
-                     f"{sensor['largest_cursor_bytes']:,} vs {small:,} bytes | bounded | "
-                     f"{'met' if sensor['largest_cursor_bytes'] <= 2 * max(small, 1) else '**missed**'} |")
+        lines.append(
+            f"| T4 largest cursor, {sensor['files']:,} vs {sensor['files'] // 10:,} files | "
+            f"{sensor['largest_cursor_bytes']:,} vs {small:,} bytes | bounded | "
+            f"{'met' if sensor['largest_cursor_bytes'] <= 2 * max(small, 1) else '**missed**'} |"
+        )
     if not results:
         return "\n".join(lines) + "\n"
     lines += [
@@ -314,7 +361,9 @@ def markdown(results: list[dict], machine: str, latency: dict | None, sensor: di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, action="append", help="workload size; repeat for several")
-    parser.add_argument("--existing-rows", type=int, default=1_000_000, help="at most this many leads already in the table")
+    parser.add_argument(
+        "--existing-rows", type=int, default=1_000_000, help="at most this many leads already in the table"
+    )
     parser.add_argument("--skip-latency", action="store_true", help="skip T3 and T4")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
@@ -332,9 +381,11 @@ def main() -> None:
         bootstrap()
         atexit.register(stop_embedded, home)
     server = server_settings(os.environ["IMPORT_PIPELINE_DATABASE_URL"])
-    machine = (f"{platform.machine()}, {psutil.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
-               f"Python {platform.python_version()}, PostgreSQL {server['server_version']} "
-               f"(shared_buffers {server['shared_buffers']}, max_wal_size {server['max_wal_size']})")
+    machine = (
+        f"{platform.machine()}, {psutil.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
+        f"Python {platform.python_version()}, PostgreSQL {server['server_version']} "
+        f"(shared_buffers {server['shared_buffers']}, max_wal_size {server['max_wal_size']})"
+    )
     results = []
     for rows in args.rows or []:
         with psycopg.connect(os.environ["IMPORT_PIPELINE_DATABASE_URL"], autocommit=True) as conn:
@@ -345,18 +396,30 @@ def main() -> None:
     if not args.skip_latency:
         from latency import drop_to_commit  # bench/ is the script's folder
         from sensor_scale import sensor_scale
+
         from import_pipeline.config import home_dir, landing_dir
 
         sample = work / "latency_1000.csv"
         generate(sample, 1000, 3)
-        latency = drop_to_commit(sample, landing_dir(home_dir()), os.environ["IMPORT_PIPELINE_DATABASE_URL"], work / "dev.log")
+        latency = drop_to_commit(
+            sample, landing_dir(home_dir()), os.environ["IMPORT_PIPELINE_DATABASE_URL"], work / "dev.log"
+        )
         print(json.dumps(latency), file=sys.stderr)
         sensor = sensor_scale(work)
         print(json.dumps(sensor), file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
-        json.dumps({"machine": machine, "server": server, "targets": TARGETS, "results": results, "latency": latency,
-                    "sensor": sensor}, indent=2)
+        json.dumps(
+            {
+                "machine": machine,
+                "server": server,
+                "targets": TARGETS,
+                "results": results,
+                "latency": latency,
+                "sensor": sensor,
+            },
+            indent=2,
+        )
     )
     table = markdown(results, machine, latency, sensor)
     (args.out / "results.md").write_text(table)

@@ -12,8 +12,8 @@ import dagster as dg
 
 from import_pipeline.definitions import defs
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
-from import_pipeline.state import StateFolder
 from import_pipeline.sensors import landing_sensor
+from import_pipeline.state import StateFolder
 
 
 def _fill(landing: Path, files: int, imported_share: float, instance: dg.DagsterInstance, salt: str) -> int:
@@ -34,7 +34,10 @@ def _drain(instance: dg.DagsterInstance, home: Path, new_files: int) -> dict:
     cursor, requested, ticks, slowest, largest = None, 0, 0, 0.0, 0
     while requested < new_files and ticks < 10 * new_files:
         context = dg.build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, instance_ref=instance.get_ref(),
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            instance_ref=instance.get_ref(),
             resources={"state": StateFolder(home=str(home))},
         )
         started = time.perf_counter()
@@ -46,7 +49,12 @@ def _drain(instance: dg.DagsterInstance, home: Path, new_files: int) -> dict:
             instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         cursor = data.cursor
         largest = max(largest, len(cursor or ""))
-    return {"ticks": ticks, "requested": requested, "slowest_tick_s": round(slowest, 3), "largest_cursor_bytes": largest}
+    return {
+        "ticks": ticks,
+        "requested": requested,
+        "slowest_tick_s": round(slowest, 3),
+        "largest_cursor_bytes": largest,
+    }
 
 
 def sensor_scale(home: Path, files: int = 10_000) -> dict:

@@ -10,8 +10,8 @@ from psycopg import sql
 from pydantic import Field
 
 from import_pipeline.config import dagster_dir
-from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.database import LeadsDatabase
+from import_pipeline.landing import LANDED_FILES
 from import_pipeline.state import StateFolder
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -50,7 +50,12 @@ def _old_rejected_rows(conn, days: int, dry_run: bool) -> int:
 
 def _leftover_staging_tables(conn, dry_run: bool) -> int:
     """Real tables named staging_*; the load's own staging tables are temporary and vanish with their session."""
-    names = [row[0] for row in conn.execute(r"SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'staging\_%'")]
+    names = [
+        row[0]
+        for row in conn.execute(
+            r"SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'staging\_%'"
+        )
+    ]
     if not dry_run:
         for name in names:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
@@ -58,12 +63,14 @@ def _leftover_staging_tables(conn, dry_run: bool) -> int:
 
 
 def _finished_runs_before(instance: dg.DagsterInstance, cutoff: float) -> list[dg.RunRecord]:
-    before = datetime.datetime.fromtimestamp(cutoff, tz=datetime.timezone.utc)
+    before = datetime.datetime.fromtimestamp(cutoff, tz=datetime.UTC)
     return list(instance.get_run_records(filters=dg.RunsFilter(statuses=FINISHED, updated_before=before)))
 
 
 @dg.op
-def clean_up(context: dg.OpExecutionContext, config: CleanupConfig, leads_db: LeadsDatabase, state: StateFolder) -> dict:
+def clean_up(
+    context: dg.OpExecutionContext, config: CleanupConfig, leads_db: LeadsDatabase, state: StateFolder
+) -> dict:
     """Remove processed, quarantined and report files, rejected rows, run storage and partitions past retention."""
     cutoff = time.time() - config.retention_days * 86_400
     dry = config.dry_run
@@ -84,13 +91,13 @@ def clean_up(context: dg.OpExecutionContext, config: CleanupConfig, leads_db: Le
     counts["run_storage_deleted"] = len(run_dirs)
     # A partition goes once its newest run finished before the cutoff; its runs stay in Dagster's records.
     stale = []
-    for key in context.instance.get_dynamic_partitions(landed_files_partitions_def.name):
+    for key in context.instance.get_dynamic_partitions(LANDED_FILES):
         latest = context.instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/partition": key}), limit=1)
         if latest and latest[0].dagster_run.status in FINISHED and latest[0].update_timestamp.timestamp() < cutoff:
             stale.append(key)
     if not dry:
         for key in stale:
-            context.instance.delete_dynamic_partition(landed_files_partitions_def.name, key)
+            context.instance.delete_dynamic_partition(LANDED_FILES, key)
     counts["partitions_deleted"] = len(stale)
     context.add_output_metadata(counts | {"dry_run": dry, "retention_days": config.retention_days})
     return counts

@@ -18,9 +18,14 @@ from import_pipeline.config import (
     landing_dir,
     process_environment,
 )
-from import_pipeline.schema import COUNT_KEYS
 from import_pipeline.database import initialize_pools, migrate_once
-from import_pipeline.embedded_server import StopOutcome, embedded_dagster_url, start_embedded_server, stop_embedded_server
+from import_pipeline.embedded_server import (
+    StopOutcome,
+    embedded_dagster_url,
+    start_embedded_server,
+    stop_embedded_server,
+)
+from import_pipeline.schema import COUNT_KEYS
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
 
@@ -85,7 +90,7 @@ def _import(args: argparse.Namespace) -> int:
     from import_pipeline.launch import import_file
 
     bootstrap()
-    run_config = {}
+    run_config: dict = {}
     if args.config:
         import yaml
 
@@ -166,7 +171,10 @@ def _dsn(_args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if os.environ.get(DATABASE_URL_ENV):
-        print(f"{DATABASE_URL_ENV} is set: the leads database is not the embedded server, nothing to stop", file=sys.stderr)
+        print(
+            f"{DATABASE_URL_ENV} is set: the leads database is not the embedded server, nothing to stop",
+            file=sys.stderr,
+        )
         return 0
     outcome = stop_embedded_server(home_dir(), force=args.force)
     _report_stop(outcome)

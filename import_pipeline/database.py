@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -25,6 +26,13 @@ def initialize_pools(instance: dg.DagsterInstance) -> None:
         # Another process created it first; on PostgreSQL Dagster's own insert-or-update then fails.
         if LOAD_POOL not in storage.get_concurrency_keys():
             raise
+
+
+def one_value(cur: psycopg.Cursor) -> Any:
+    """The first column of the one row the cursor's last statement returned."""
+    row = cur.fetchone()
+    assert row is not None, "the statement returned no row"
+    return row[0]
 
 
 @cache

@@ -5,7 +5,8 @@ load's staging table alike; the load runs this SQL inside its transaction, on th
 """
 
 import time
-from enum import Enum
+from collections.abc import Sequence
+from enum import StrEnum
 from typing import Literal
 
 import dagster as dg
@@ -25,7 +26,7 @@ LIVE = sql.SQL("deleted_at IS NULL AND duplicate_of IS NULL")
 EVERY_ROW = sql.SQL("TRUE")
 
 
-class MatchKey(str, Enum):
+class MatchKey(StrEnum):
     """A way to recognise the same lead twice."""
 
     email = "email"
@@ -37,22 +38,23 @@ class DedupeConfig(dg.Config):
     """How rows are matched to each other and to existing leads."""
 
     match_keys: list[MatchKey] = Field(
-        default=["email"],
+        default=["email"],  # type: ignore[list-item]  # Dagster keeps defaults as plain values, not enum members
         description="Match keys in priority order: normalized email; external_id within `source`; "
         "phone (E.164) with the normalized company name (weaker, opt in).",
     )
     keep: Literal["first", "last"] = Field(
-        default="first", description="Which occurrence of a key within the file is kept; the others are in-file duplicates."
+        default="first",
+        description="Which occurrence of a key within the file is kept; the others are in-file duplicates.",
     )
     source: str = Field(default="default", description="The source that external ids belong to.")
 
 
-def keys_with_email(keys: list[str]) -> list[str]:
+def keys_with_email(keys: Sequence[str]) -> list[str]:
     """The configured keys, then email: the live-email index decides races whatever the configured keys."""
     return [*keys, *([] if "email" in keys else ["email"])]
 
 
-def ensure_key_indexes(conn: psycopg.Connection, keys: list[str]) -> list[str]:
+def ensure_key_indexes(conn: psycopg.Connection, keys: Sequence[str]) -> list[str]:
     """Build the index of each weaker key an import matches by, concurrently (writes go on); return those built.
 
     Only email's is kept from the start: each index costs seconds per million leads inserted.
@@ -80,7 +82,11 @@ def ensure_key_indexes(conn: psycopg.Connection, keys: list[str]) -> list[str]:
 
 
 def move_losers(
-    cur: psycopg.Cursor, staging: sql.Identifier, group: sql.Identifier, keep: str, lead: sql.Composable,
+    cur: psycopg.Cursor,
+    staging: sql.Identifier,
+    group: sql.Identifier,
+    keep: str,
+    lead: sql.Composable,
     scope: sql.Composable = EVERY_ROW,
 ) -> None:
     """Move the staged rows in `scope` that share `group` with a kept row (`keep`: the first or last) into `outcomes`."""
@@ -107,7 +113,9 @@ def move_losers(
     )
 
 
-def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str = "first") -> None:
+def drop_in_file_duplicates(
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], keep: str = "first"
+) -> None:
     """Move staged rows that repeat an earlier row's key (`keep`: or a later one's) into `outcomes`.
 
     Keys apply in priority order; a row without a key is never a duplicate by that key. Each duplicate
@@ -127,7 +135,7 @@ def drop_in_file_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, keys: 
 
 
 def match_existing(
-    cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str, scope: sql.Composable = EVERY_ROW
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], keep: str, scope: sql.Composable = EVERY_ROW
 ) -> None:
     """Point each staged row in `scope` at the live lead it matches, key by key in priority order.
 
@@ -138,7 +146,9 @@ def match_existing(
         key = sql.Identifier(KEY_COLUMNS[name])
         # Email is unique among live leads; the weaker keys may match several, and the oldest wins.
         candidates = sql.SQL(
-            "leads" if name == "email" else "(SELECT DISTINCT ON ({key}) * FROM leads "
+            "leads"
+            if name == "email"
+            else "(SELECT DISTINCT ON ({key}) * FROM leads "
             "WHERE {key} IN (SELECT {key} FROM {staging} s WHERE {scope}) AND {live} ORDER BY {key}, id)"
         ).format(key=key, staging=staging, scope=scope, live=LIVE)
         cur.execute(
@@ -154,7 +164,7 @@ def match_existing(
     move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.SQL("s.match_id"), scope=scope)
 
 
-def still_matches(keys: list[str]) -> sql.Composable:
+def still_matches(keys: Sequence[str]) -> sql.Composable:
     """The lead `l` is live and still shares a key with the staged row `s` (it may have changed since matching)."""
     shared = sql.SQL(" OR ").join(sql.SQL("l.{k} = s.{k}").format(k=sql.Identifier(KEY_COLUMNS[n])) for n in keys)
     return sql.SQL("l.deleted_at IS NULL AND l.duplicate_of IS NULL AND ({})").format(shared)
@@ -172,6 +182,8 @@ def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, s
         if missing:
             raise dg.Failure(description=f"{path}: the valid records lack {sorted(missing)}, needed by the match keys")
     summary = summary.after("dedupe", started, match_keys=tuple(keys), keep=config.keep, source=config.source)
-    context.add_output_metadata({"rows": valid.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads")
+    context.add_output_metadata(
+        {"rows": valid.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads"
+    )
     yield dg.Output(valid, "leads")
     yield dg.Output(summary, "summary")

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from import_pipeline.bucket import BucketStore
+from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.config import (
     DATABASE_URL_ENV,
     HOME_ENV,
@@ -15,16 +17,14 @@ from import_pipeline.config import (
     WEBHOOK_URL_ENV,
     apply_environment_defaults,
 )
-from import_pipeline.cleanup import cleanup_job, cleanup_schedule
+from import_pipeline.database import LeadsDatabase
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.load import LEADS_ASSET
-from import_pipeline.bucket import BucketStore
-from import_pipeline.database import LeadsDatabase
-from import_pipeline.parts import ParquetIOManager
-from import_pipeline.state import StateFolder
 from import_pipeline.notify import Notifier
+from import_pipeline.parts import ParquetIOManager
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
+from import_pipeline.state import StateFolder
 
 apply_environment_defaults()
 

@@ -200,7 +200,7 @@ def stop_embedded_server(home: Path, force: bool = False) -> StopOutcome:
 def _stop_at_exit(home: Path) -> None:
     try:
         stop_embedded_server(home)
-    except Exception:  # noqa: BLE001 - a process on its way out has no one to tell
+    except Exception:  # a process on its way out has no one to tell
         pass
 
 

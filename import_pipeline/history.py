@@ -10,7 +10,7 @@ _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: 
 
 def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
-        event = record.event_log_entry.dagster_event
+        event = record.event_log_entry.get_dagster_event()
         if event.step_key == "load":
             return {k: v.value for k, v in event.step_output_data.metadata.items()}
     return {}
@@ -19,7 +19,7 @@ def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
 def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """The root cause of the first failed step, on one line; our own `dg.Failure`s without their class."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-        error = record.event_log_entry.dagster_event.step_failure_data.error
+        error = record.event_log_entry.get_dagster_event().step_failure_data.error
         if error is None:
             continue
         # Our Failures carry the user-facing wording; for anything else the root cause is what matters.
@@ -33,6 +33,8 @@ def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
 def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     """One import as a flat record: run, partition, status, counts, duration and the first error."""
     record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        raise ValueError(f"no run {run_id}")
     run = record.dagster_run
     metadata = _load_metadata(instance, run_id)
     status = _STATUS.get(run.status, run.status.value.lower())

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from import_pipeline.archive import archive_file
 from import_pipeline.dedupe import dedupe
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.archive import archive_file
 from import_pipeline.load import load
 from import_pipeline.parse import parse
 from import_pipeline.validate import validate

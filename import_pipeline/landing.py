@@ -10,7 +10,9 @@ import dagster as dg
 
 from import_pipeline.config import IN_PROGRESS_SUFFIXES
 
-landed_files_partitions_def = dg.DynamicPartitionsDefinition(name="landed_files")
+# One partition per landed file, keyed by name and content hash (`partition_key`).
+LANDED_FILES = "landed_files"
+landed_files_partitions_def = dg.DynamicPartitionsDefinition(name=LANDED_FILES)
 
 HASH_CHARS = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

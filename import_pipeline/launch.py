@@ -1,7 +1,9 @@
 """Launch: import one file through the import job on the Dagster instance, outside the sensor."""
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -14,7 +16,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.history import import_summary
-from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
+from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
 from import_pipeline.schema import COUNT_KEYS
 
@@ -38,11 +40,16 @@ def _remote_origin(job_name: str) -> RemoteJobOrigin:
     return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
 
 
-def run_here(instance: dg.DagsterInstance, run_config: dict, tags: dict, parent: dg.DagsterRun | None = None) -> str:
+def run_here(
+    instance: dg.DagsterInstance,
+    run_config: Mapping[str, Any],
+    tags: Mapping[str, str],
+    parent: dg.DagsterRun | None = None,
+) -> str:
     """Run the import job in this process, as a run the UI can re-execute; from the failed step when `parent` is given."""
     job = dg.reconstructable(resolved_import_leads_job)
     job_def = job.get_definition()
-    lineage = {}
+    lineage: dict[str, Any] = {}
     if parent is not None:
         step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(instance, parent)
         lineage = {
@@ -53,8 +60,12 @@ def run_here(instance: dg.DagsterInstance, run_config: dict, tags: dict, parent:
             "parent_run_id": parent.run_id,
         }
     run = instance.create_run_for_job(
-        job_def=job_def, run_config=run_config, tags=tags, job_code_origin=job.get_python_origin(),
-        remote_job_origin=_remote_origin(job_def.name), **lineage,
+        job_def=job_def,
+        run_config=run_config,
+        tags=tags,
+        job_code_origin=job.get_python_origin(),
+        remote_job_origin=_remote_origin(job_def.name),
+        **lineage,
     )
     execute_run(job, run, instance)
     return run.run_id
@@ -67,8 +78,13 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
     """
     path = path.resolve()
     if not path.is_file():
-        return {"run_id": None, "partition_key": None, "status": "failed", **dict.fromkeys(COUNT_KEYS),
-                "error": f"{path}: no such file"}
+        return {
+            "run_id": None,
+            "partition_key": None,
+            "status": "failed",
+            **dict.fromkeys(COUNT_KEYS),
+            "error": f"{path}: no such file",
+        }
     digest = content_hash(path)
     key = partition_key(path.name, digest)
     with psycopg.connect(os.environ[DATABASE_URL_ENV]) as conn, conn.cursor() as cur:
@@ -83,7 +99,7 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
             "error": None,
         }
     with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions(landed_files_partitions_def.name, [key])
+        instance.add_dynamic_partitions(LANDED_FILES, [key])
         run_id = run_here(
             instance,
             _with_source_path(run_config or {}, path),
@@ -94,9 +110,9 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
 
 def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
-        pid = record.event_log_entry.dagster_event.engine_event_data.metadata.get("pid")
+        pid = record.event_log_entry.get_dagster_event().engine_event_data.metadata.get("pid")
         if pid is not None:
-            return int(pid.value)
+            return int(str(pid.value))  # text or int metadata, by Dagster version
     return None
 
 
@@ -108,7 +124,7 @@ def fail_if_process_died(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg
     if pid is None or psutil.pid_exists(pid):
         return run
     instance.report_run_failed(run, message=f"the run's process (pid {pid}) is gone: it was killed or crashed")
-    return instance.get_run_by_id(run.run_id)
+    return instance.get_run_by_id(run.run_id) or run
 
 
 def reexecute_from_failure(run_id: str) -> dict:

@@ -16,11 +16,11 @@ from psycopg import sql
 from pydantic import Field
 
 from import_pipeline.config import LOAD_POOL
+from import_pipeline.database import LeadsDatabase, one_value
 from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
-from import_pipeline.progress import Laps
-from import_pipeline.database import LeadsDatabase
 from import_pipeline.parts import Parts
+from import_pipeline.progress import Laps
 from import_pipeline.schema import COUNT_KEYS, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -44,7 +44,9 @@ class LoadConfig(dg.Config):
         description="skip: leave the lead; update: non-empty incoming values overwrite; merge: incoming values "
         "fill empty fields only; create: insert anyway, flagged as a possible duplicate.",
     )
-    assign: Literal["none", "single", "round_robin", "by_column"] = Field(default="none", description="Owner of new leads.")
+    assign: Literal["none", "single", "round_robin", "by_column"] = Field(
+        default="none", description="Owner of new leads."
+    )
     owners: list[str] = Field(
         default=[], description="single: [owner]; round_robin: the rotation; by_column: [fallback owner]."
     )
@@ -57,7 +59,7 @@ class LoadConfig(dg.Config):
 def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
     """Hold the imports' lock until commit; only another import's load is waited for, however long."""
     cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
-    if cur.fetchone()[0]:
+    if one_value(cur):
         return
     if log is not None:
         log.info("load: waiting for another import to finish writing leads")
@@ -85,7 +87,11 @@ def load_import(
         import_id = claim_import(cur, summary, run_id)
         if import_id is None:
             earlier = earlier_import(cur, summary.partition_key, summary.content_hash)
-            return earlier["counts"] | {"already_imported_as": earlier["partition_key"], "first_run_id": earlier["run_id"]}
+            assert earlier is not None, "the claim conflicted with an import that is not there"
+            return earlier["counts"] | {
+                "already_imported_as": earlier["partition_key"],
+                "first_run_id": earlier["run_id"],
+            }
         # Before the first temporary table: staging and outcomes stay in memory instead of spilling.
         cur.execute("SET LOCAL temp_buffers = '512MB'")
         cur.execute("SET LOCAL work_mem = '256MB'")
@@ -153,12 +159,22 @@ def load_import(
     return counts
 
 
-RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.LockNotAvailable, LostRaces)
+RACES = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+    LostRaces,
+)
 
 
 def load_with_retries(
-    context: dg.OpExecutionContext, leads_db: LeadsDatabase, leads: Parts, rejected: Parts, summary: FileSummary,
-    config: LoadConfig, laps: Laps,
+    context: dg.OpExecutionContext,
+    leads_db: LeadsDatabase,
+    leads: Parts,
+    rejected: Parts,
+    summary: FileSummary,
+    config: LoadConfig,
+    laps: Laps,
 ) -> dict:
     """`load_import`, retried from scratch when it loses a race (a deadlock, a lock held too long, lost rows)."""
     with leads_db.connect() as conn:
@@ -173,7 +189,9 @@ def load_with_retries(
                 if attempt == MAX_ATTEMPTS:
                     raise
                 delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
-                context.log.warning(f"load attempt {attempt} lost a race with another session ({e}); retrying in {delay:.1f}s")
+                context.log.warning(
+                    f"load attempt {attempt} lost a race with another session ({e}); retrying in {delay:.1f}s"
+                )
                 time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -223,7 +241,9 @@ def load(
     summary = summary.after("load", started)
     committed = {k: counts[k] for k in COUNT_KEYS if k in counts}
     if "already_imported_as" in counts and counts["already_imported_as"] != summary.partition_key:
-        context.log.info(f"{summary.source_file}: the same bytes were imported as {counts['already_imported_as']}; skipped")
+        context.log.info(
+            f"{summary.source_file}: the same bytes were imported as {counts['already_imported_as']}; skipped"
+        )
         context.add_output_metadata({"skipped": True, "already_imported_as": counts["already_imported_as"]})
         return LoadResult(summary, "skipped", committed)
 
@@ -239,6 +259,8 @@ def load(
         "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in summary.seconds.items()}),
         "load_seconds": dg.MetadataValue.json(laps.seconds),
     }
-    context.log_event(dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata))
+    context.log_event(
+        dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
+    )
     context.add_output_metadata(metadata)
     return LoadResult(summary, "success", committed)

@@ -88,6 +88,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | Parts | FileSummary | LoadResult | str | None:
         upstream = context.upstream_output
+        assert upstream is not None, "an input with no upstream output is not ours to load"
         path = self._path(upstream.run_id, upstream.step_key, upstream.name)
         if path.with_suffix(".parquet").exists():
             return pl.read_parquet(path.with_suffix(".parquet"))

@@ -1,6 +1,7 @@
 """Reject report: one CSV per import with every rejected row and reason, safe to open in a spreadsheet."""
 
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -47,8 +48,12 @@ def neutralise(value: pl.Expr) -> pl.Expr:
 def report_rows(rejected: pl.DataFrame, headers: list[str]) -> pl.DataFrame:
     """`line, column, problem` and then the row's raw values under the user's own headers."""
     raw_type = pl.Struct({h: pl.String for h in headers})
-    raw = rejected.select(pl.col(SOURCE_ROW).alias("line"), pl.col("raw_values").str.json_decode(raw_type).alias("raw")).unnest("raw")
-    report = reasons_by_line(rejected.lazy()).collect().join(raw, on="line", how="left").sort("line", maintain_order=True)
+    raw = rejected.select(
+        pl.col(SOURCE_ROW).alias("line"), pl.col("raw_values").str.json_decode(raw_type).alias("raw")
+    ).unnest("raw")
+    report = (
+        reasons_by_line(rejected.lazy()).collect().join(raw, on="line", how="left").sort("line", maintain_order=True)
+    )
     return report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
 
 
@@ -56,7 +61,8 @@ class RejectReport:
     """The reject report of one import, written chunk by chunk; no file when no row is rejected."""
 
     def __init__(self, path: Path, headers: list[str]):
-        self.path, self.headers, self._file = path, headers, None
+        self.path, self.headers = path, headers
+        self._file: BinaryIO | None = None
 
     def write(self, rejected: pl.DataFrame) -> None:
         if rejected.height == 0:

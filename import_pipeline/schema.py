@@ -38,8 +38,17 @@ OUTCOME_COUNTS = {
 }
 OUTCOMES = tuple(OUTCOME_COUNTS)
 # An import's counts: every row read is rejected or has one outcome.
-COUNT_KEYS = ("rows_read", "rows_valid", "rows_rejected", "duplicates_in_file", "duplicates_existing", "inserted",
-              "updated", "merged", "created")
+COUNT_KEYS = (
+    "rows_read",
+    "rows_valid",
+    "rows_rejected",
+    "duplicates_in_file",
+    "duplicates_existing",
+    "inserted",
+    "updated",
+    "merged",
+    "created",
+)
 
 # Unicode White_Space, as a PostgreSQL regular expression: what an email key never contains.
 WHITE_SPACE = r"[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
@@ -73,7 +82,7 @@ def _lead_columns() -> sql.Composable:
     return sql.SQL(",\n").join(sql.SQL("{} text").format(sql.Identifier(f)) for f in CANONICAL_FIELDS)
 
 
-MIGRATIONS: tuple[tuple[int, str, sql.Composable], ...] = (
+MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
     (
         1,
         "imports, leads and rejected rows",

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS, ParseConfig
-from import_pipeline.jobs import import_leads_job
-from import_pipeline.landing import content_hash, hash_of_key, landed_entries, landed_files_partitions_def, partition_key
-from import_pipeline.history import import_summary
-from import_pipeline.notify import Notifier
 from import_pipeline.bucket import BucketStore
+from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS, ParseConfig
+from import_pipeline.history import import_summary
+from import_pipeline.jobs import import_leads_job
+from import_pipeline.landing import (
+    LANDED_FILES,
+    content_hash,
+    hash_of_key,
+    landed_entries,
+    landed_files_partitions_def,
+    partition_key,
+)
+from import_pipeline.notify import Notifier
 from import_pipeline.state import StateFolder
 
 
@@ -87,7 +94,7 @@ def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PE
 def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
     """Add a partition and request a run for every new, completely written file in the landing folder."""
     scan = scan_landing(state.landing_path, LandingCursor.parse(context.cursor))
-    known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(landed_files_partitions_def.name)}
+    known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(LANDED_FILES)}
     requests, skipped = [], []
     for entry in scan.ready:
         key = partition_key(entry.name, content_hash(Path(entry.path)))
@@ -114,7 +121,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
         return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(why)), cursor=scan.cursor.dump())
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
+        dynamic_partitions_requests=[
+            landed_files_partitions_def.build_add_request([r.partition_key or "" for r in requests])
+        ],
         cursor=scan.cursor.dump(),
     )
 
@@ -131,7 +140,7 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
     """
     if not bucket.bucket:
         return dg.SkipReason("no bucket configured (set IMPORT_PIPELINE_S3_BUCKET)")
-    known = set(context.instance.get_dynamic_partitions(landed_files_partitions_def.name))
+    known = set(context.instance.get_dynamic_partitions(LANDED_FILES))
     start_after, listed, requests = context.cursor or "", 0, []
     while listed < bucket.max_objects_per_tick:
         wanted = min(BUCKET_PAGE, bucket.max_objects_per_tick - listed)
@@ -151,7 +160,9 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
                 dg.RunRequest(
                     run_key=key,
                     partition_key=key,
-                    run_config=dg.RunConfig(ops={"parse": ParseConfig(source_path=f"s3://{bucket.bucket}/{obj['Key']}#{etag}")}),
+                    run_config=dg.RunConfig(
+                        ops={"parse": ParseConfig(source_path=f"s3://{bucket.bucket}/{obj['Key']}#{etag}")}
+                    ),
                     tags={"import_pipeline/source_file": f"s3://{bucket.bucket}/{obj['Key']}"},
                 )
             )
@@ -162,7 +173,9 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
         return dg.SensorResult(skip_reason=dg.SkipReason(f"no new objects among {listed} listed"), cursor=start_after)
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[landed_files_partitions_def.build_add_request([r.partition_key for r in requests])],
+        dynamic_partitions_requests=[
+            landed_files_partitions_def.build_add_request([r.partition_key or "" for r in requests])
+        ],
         cursor=start_after,
     )
 

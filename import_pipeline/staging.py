@@ -71,7 +71,9 @@ def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owne
     return leads.select(SOURCE_ROW, *CANONICAL_FIELDS, phone.alias(PHONE_E164), extra.alias(EXTRA), owner.alias(OWNER))
 
 
-def create_work_tables(cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], source: str = "default") -> None:
+def create_work_tables(
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], source: str = "default"
+) -> None:
     """The staging table for the file's leads, `outcomes` (one row per source row's fate) and `losers`.
 
     The staging table computes the match keys `keys` with the same expressions as `leads`. Temporary

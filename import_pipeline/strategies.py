@@ -2,11 +2,13 @@
 while the application goes on writing leads."""
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
+from import_pipeline.database import one_value
 from import_pipeline.dedupe import EVERY_ROW, keys_with_email, match_existing, still_matches
 from import_pipeline.progress import Laps
 from import_pipeline.schema import CANONICAL_FIELDS, EXTERNAL_SOURCE, EXTRA, OWNER, PHONE_E164
@@ -26,7 +28,9 @@ class LostRaces(Exception):
     """Rows kept losing their lead to other sessions' writes for `MAX_ROUNDS` rounds: the attempt starts again."""
 
 
-def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: "LoadConfig", new_rows: sql.Composable) -> None:
+def _assign_owners(
+    cur: psycopg.Cursor, staging: sql.Identifier, config: "LoadConfig", new_rows: sql.Composable
+) -> None:
     """Set the owner of the rows about to become leads."""
     if config.assign == "none":
         return  # staged owners are only filled for `by_column`
@@ -37,7 +41,7 @@ def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: "LoadCo
         cur.execute(sql.SQL("UPDATE {} SET owner = COALESCE(owner, %s)").format(staging), (fallback,))
     else:
         cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(staging, new_rows))
-        count = cur.fetchone()[0]
+        count = one_value(cur)
         # The rotation row is locked until commit, so concurrent imports continue it fairly.
         cur.execute(
             """
@@ -47,7 +51,7 @@ def _assign_owners(cur: psycopg.Cursor, staging: sql.Identifier, config: "LoadCo
             """,
             {"owners": json.dumps(config.owners), "count": count},
         )
-        start = cur.fetchone()[0]
+        start = one_value(cur)
         cur.execute(
             sql.SQL(
                 """
@@ -67,7 +71,7 @@ def _in_round(round_number: int) -> sql.Composable:
     return sql.SQL("s.source_row IN (SELECT source_row FROM losers WHERE round = {})").format(sql.Literal(round_number))
 
 
-def _insert_statement(staging: sql.Identifier, where: sql.Composable, action: str, arbitrated: bool) -> sql.Composable:
+def _insert_statement(staging: sql.Identifier, where: sql.Composable, action: str, arbitrated: bool) -> sql.Composed:
     columns = sql.SQL(", ").join(map(sql.Identifier, (*LEAD_VALUES, OWNER, EXTERNAL_SOURCE)))
     insert = sql.SQL(
         """
@@ -125,11 +129,15 @@ def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int
 
 
 def _change(
-    config: "LoadConfig", import_id: int, staging: sql.Identifier, keys: list[str], scope: sql.Composable = EVERY_ROW
-) -> tuple[sql.Composable, dict]:
+    config: "LoadConfig",
+    import_id: int,
+    staging: sql.Identifier,
+    keys: Sequence[str],
+    scope: sql.Composable = EVERY_ROW,
+) -> tuple[sql.Composed, dict]:
     """The `update`/`merge` statement: changed leads only, with each changed field's old and new value."""
     incoming_wins = config.on_existing == "update"
-    values = {
+    values: dict[str, sql.Composable] = {
         f: sql.SQL("COALESCE(s.{f}, l.{f})" if incoming_wins else "COALESCE(l.{f}, s.{f})").format(f=sql.Identifier(f))
         for f in (*CANONICAL_FIELDS, PHONE_E164)
     }
@@ -178,7 +186,7 @@ def _change(
 
 
 def _match_losers_again(
-    cur: psycopg.Cursor, staging: sql.Identifier, keys: list[str], keep: str, scope: sql.Composable, import_id: int
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], keep: str, scope: sql.Composable, import_id: int
 ) -> None:
     """Match the rows that lost a race to the lead that won it; a lead another row already has makes them its duplicates."""
     cur.execute(sql.SQL("UPDATE {} s SET match_id = NULL WHERE {}").format(staging, scope))
@@ -218,7 +226,7 @@ def apply_strategy(
     config: "LoadConfig",
     import_id: int,
     source_file: str,
-    keys: list[str],
+    keys: Sequence[str],
     keep: str,
     lap: "Laps",
     log=None,
@@ -291,7 +299,7 @@ def apply_strategy(
                 next_round,
             )
         cur.execute("SELECT count(*) FROM losers WHERE round = %(next)s", next_round)
-        lost = cur.fetchone()[0]
+        lost = one_value(cur)
         lap("skipped rows" if round_number == 0 else f"round {round_number + 1}")
         if not lost:
             return inserted_plainly

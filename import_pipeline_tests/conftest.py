@@ -11,13 +11,13 @@ from pathlib import Path
 # the package is imported, since it is the default of the parse config.
 os.environ.setdefault("IMPORT_PIPELINE_CHUNK_ROWS", "3")
 
-import dagster as dg  # noqa: E402
-import psycopg  # noqa: E402
-import pytest  # noqa: E402
-from psycopg import sql  # noqa: E402
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
 
 from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
-from import_pipeline.database import initialize_pools, migrate_once  # noqa: E402
+from import_pipeline.database import initialize_pools, migrate_once
 
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"
 _numbers = itertools.count()

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from import_pipeline.launch import import_file
 from import_pipeline.database import migrate_once
+from import_pipeline.launch import import_file
 from import_pipeline_tests.shared import CLI
 
 FILE = (
@@ -86,19 +86,27 @@ def test_application_lead_without_bookkeeping_is_matched_like_an_imported_one(pi
         "INSERT INTO leads (company_name, email, external_source, external_id) VALUES ('Beta', NULL, 'crm', 'B-2')"
     )
     assert pipeline.query("SELECT email_key, external_key FROM leads ORDER BY id") == [
-        ("ann@acme.com", "default:A-1"), (None, "crm:B-2")
+        ("ann@acme.com", "default:A-1"),
+        (None, "crm:B-2"),
     ]
     path = tmp_path / "app.csv"
     path.write_text("Company,Email,External ID,Title\nAcme,ann@acme.com,,Founder\nBeta Corp,bea@beta.com,B-2,CFO\n")
 
-    result = import_file(path, {"ops": {"dedupe": {"config": {"match_keys": ["email", "external_id"], "source": "crm"}},
-                                        "load": {"config": {"on_existing": "update"}}}})
+    result = import_file(
+        path,
+        {
+            "ops": {
+                "dedupe": {"config": {"match_keys": ["email", "external_id"], "source": "crm"}},
+                "load": {"config": {"on_existing": "update"}},
+            }
+        },
+    )
 
     assert result["status"] == "success", result["error"]
     assert (result["updated"], result["inserted"]) == (2, 0)
-    assert pipeline.query("SELECT company_name, email, title, updated_by_import IS NOT NULL FROM leads ORDER BY id") == [
-        ("Acme", "ann@acme.com", "Founder", True), ("Beta Corp", "bea@beta.com", "CFO", True)
-    ]
+    assert pipeline.query(
+        "SELECT company_name, email, title, updated_by_import IS NOT NULL FROM leads ORDER BY id"
+    ) == [("Acme", "ann@acme.com", "Founder", True), ("Beta Corp", "bea@beta.com", "CFO", True)]
     # The external key's index was built for this import, concurrently.
     assert pipeline.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'leads_external_key_live'") == 1
 
@@ -123,9 +131,9 @@ def test_application_writes_during_the_load_stay_exact_and_unblocked(pipeline, t
     assert result["status"] == "success", result["error"]
     # Ann's lead was deleted under the import: her row became a new lead. Bob's email was taken by the
     # application first: his row updated the application's lead instead of duplicating it.
-    assert {k: result[k] for k in ("rows_read", "inserted", "updated", "duplicates_existing", "duplicates_in_file")} == {
-        "rows_read": 4, "inserted": 3, "updated": 1, "duplicates_existing": 0, "duplicates_in_file": 0
-    }
+    assert {
+        k: result[k] for k in ("rows_read", "inserted", "updated", "duplicates_existing", "duplicates_in_file")
+    } == {"rows_read": 4, "inserted": 3, "updated": 1, "duplicates_existing": 0, "duplicates_in_file": 0}
     live = pipeline.query(
         "SELECT email_key, company_name, title, created_by_import IS NULL FROM leads WHERE deleted_at IS NULL ORDER BY email_key"
     )
@@ -163,11 +171,15 @@ def test_application_migration_6_recomputes_keys_of_existing_leads(server_url, t
         conn.execute("DROP DATABASE IF EXISTS migration_6_check")
         conn.execute("CREATE DATABASE migration_6_check")
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         for version, name, statement in MIGRATIONS[:5]:
             conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
-        conn.execute("INSERT INTO imports (partition_key, content_hash, run_id, source_file) VALUES ('p', 'h', 'r', 'f.csv')")
+        conn.execute(
+            "INSERT INTO imports (partition_key, content_hash, run_id, source_file) VALUES ('p', 'h', 'r', 'f.csv')"
+        )
         conn.execute(
             "INSERT INTO leads (company_name, email, email_key, external_id, external_key, phone, phone_company_key,"
             " created_by_import, updated_by_import, source_file, source_row)"
@@ -175,9 +187,9 @@ def test_application_migration_6_recomputes_keys_of_existing_leads(server_url, t
         )
     migrate_once(url)
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT email_key, external_source, external_key, phone_company_key FROM leads").fetchall() == [
-            ("ann@acme.com", "crm:a", "crm:a:42", "+1555|acme")
-        ]
+        assert conn.execute(
+            "SELECT email_key, external_source, external_key, phone_company_key FROM leads"
+        ).fetchall() == [("ann@acme.com", "crm:a", "crm:a:42", "+1555|acme")]
         assert conn.execute("SELECT action, source_row FROM import_outcomes").fetchall() == [("inserted", 2)]
 
 
@@ -196,5 +208,8 @@ def test_application_import_killed_while_waiting_for_the_application_then_retrie
     assert result["status"] == "success", result["error"]
     assert (result["inserted"], result["duplicates_existing"]) == (3, 1)
     assert pipeline.query("SELECT email_key FROM leads ORDER BY email_key") == [
-        ("ann@acme.com",), ("bob@beta.com",), ("dan@delta.com",), ("gus@gamma.com",)
+        ("ann@acme.com",),
+        ("bob@beta.com",),
+        ("dan@delta.com",),
+        ("gus@gamma.com",),
     ]

@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 from moto.server import ThreadedMotoServer
 
+from import_pipeline.bucket import BucketStore
 from import_pipeline.definitions import defs, resolved_import_leads_job
 from import_pipeline.history import import_summary
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.bucket import BucketStore
 from import_pipeline.sensors import bucket_sensor
 from import_pipeline_tests.shared import FILLER, HANDMADE
 
@@ -23,8 +23,12 @@ def s3(monkeypatch) -> Iterator[BucketStore]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-        "IMPORT_PIPELINE_S3_BUCKET": "drops", "IMPORT_PIPELINE_S3_ENDPOINT_URL": endpoint, "IMPORT_PIPELINE_S3_PREFIX": "in/",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "IMPORT_PIPELINE_S3_BUCKET": "drops",
+        "IMPORT_PIPELINE_S3_ENDPOINT_URL": endpoint,
+        "IMPORT_PIPELINE_S3_PREFIX": "in/",
     }.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="drops")
@@ -33,7 +37,9 @@ def s3(monkeypatch) -> Iterator[BucketStore]:
 
 
 def _tick(pipeline, bucket: BucketStore, cursor: str | None):
-    context = dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"bucket": bucket})
+    context = dg.build_sensor_context(
+        instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"bucket": bucket}
+    )
     result = bucket_sensor(context)
     for add in result.dynamic_partitions_requests or []:
         pipeline.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))

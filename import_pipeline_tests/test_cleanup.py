@@ -36,17 +36,27 @@ def test_cleanup_removes_only_what_is_past_retention(pipeline, tmp_path):
     import_file(old_import)
     pipeline.execute("UPDATE imports SET imported_at = now() - interval '100 days' WHERE source_file LIKE '%old.csv'")
     pipeline.execute("CREATE TABLE staging_deadbeef (x int)")
-    old = [_aged(pipeline.home / "processed" / "2026" / "01" / "01" / "a.csv", 100),
-           _aged(pipeline.home / "quarantine" / "bad.csv", 120),
-           _aged(pipeline.home / "quarantine" / "bad.csv.reason.txt", 120),
-           _aged(pipeline.home / "reports" / "x.rejects.csv", 91)]
-    recent = [_aged(pipeline.home / "quarantine" / "new.csv", 3), _aged(pipeline.home / "reports" / "y.rejects.csv", 89)]
+    old = [
+        _aged(pipeline.home / "processed" / "2026" / "01" / "01" / "a.csv", 100),
+        _aged(pipeline.home / "quarantine" / "bad.csv", 120),
+        _aged(pipeline.home / "quarantine" / "bad.csv.reason.txt", 120),
+        _aged(pipeline.home / "reports" / "x.rejects.csv", 91),
+    ]
+    recent = [
+        _aged(pipeline.home / "quarantine" / "new.csv", 3),
+        _aged(pipeline.home / "reports" / "y.rejects.csv", 89),
+    ]
 
     counts = _clean(pipeline)
 
     assert counts == {
-        "processed_files_deleted": 1, "quarantined_files_deleted": 2, "reports_deleted": 1,
-        "rejected_rows_deleted": 5, "staging_tables_dropped": 1, "run_storage_deleted": 0, "partitions_deleted": 0,
+        "processed_files_deleted": 1,
+        "quarantined_files_deleted": 2,
+        "reports_deleted": 1,
+        "rejected_rows_deleted": 5,
+        "staging_tables_dropped": 1,
+        "run_storage_deleted": 0,
+        "partitions_deleted": 0,
     }
     assert not any(p.exists() for p in old) and all(p.exists() for p in recent)
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == 5, "the recent import keeps its rejects"

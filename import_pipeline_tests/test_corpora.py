@@ -88,7 +88,10 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     ),
     "csvkit/empty.csv": Rejected("the file is empty"),  # a lone line break
     "csvkit/mac_newlines.csv": Parsed(
-        2, ("a", "b", "c"), line_ending="CR", cells={(0, 2): "3", (1, 0): "Once upon\ra time", (1, 2): "6"},
+        2,
+        ("a", "b", "c"),
+        line_ending="CR",
+        cells={(0, 2): "3", (1, 0): "Once upon\ra time", (1, 2): "6"},
         source_rows=(2, 3),
     ),
     # `a,b,c` then `<NUL>,2,3`: a text CSV with one NUL byte in a cell (Python's csv reads it; csvkit's own
@@ -120,8 +123,14 @@ EXPECTED: dict[str, Parsed | Rejected] = {
         format="xlsx",
         delimiter=None,
         cells={
-            (0, 0): "Chicago Reader", (0, 1): "1966-12-31", (0, 2): "40", (0, 3): "true", (0, 5): "1966-12-31T04:14:00",
-            (1, 4): "1.27", (1, 7): "Extra data beyond headers will be trimmed", (4, 0): "Unicode! Σ",
+            (0, 0): "Chicago Reader",
+            (0, 1): "1966-12-31",
+            (0, 2): "40",
+            (0, 3): "true",
+            (0, 5): "1966-12-31T04:14:00",
+            (1, 4): "1.27",
+            (1, 7): "Extra data beyond headers will be trimmed",
+            (4, 0): "Unicode! Σ",
         },
         source_rows=(5, 6, 7, 8, 9),
         header_row=4,
@@ -137,7 +146,10 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     "frictionless/bom.csv": Parsed(2, ("id", "name"), encodings=("utf-8-sig",), cells={(1, 1): "中国人"}),
     # Text cells: the leading zeros must survive.
     "frictionless/cast-int-to-string-issue-1251.xlsx": Parsed(
-        2, ("A", "B", "C", "D", "E"), format="xlsx", delimiter=None,
+        2,
+        ("A", "B", "C", "D", "E"),
+        format="xlsx",
+        delimiter=None,
         cells={(0, 0): "001", (1, 0): "002", (1, 3): "1"},
     ),
     "frictionless/defective-rows.csv": Parsed(
@@ -150,9 +162,23 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     "frictionless/encoding-issue-274.csv": Parsed(
         507,
         (
-            "id", "name", "abbreviation", "other_names", "description", "classification", "parent_id",
-            "founding_date", "dissolution_date", "image", "url", "jurisdiction_code", "email", "address", "contact",
-            "tags", "source_url",
+            "id",
+            "name",
+            "abbreviation",
+            "other_names",
+            "description",
+            "classification",
+            "parent_id",
+            "founding_date",
+            "dissolution_date",
+            "image",
+            "url",
+            "jurisdiction_code",
+            "email",
+            "address",
+            "contact",
+            "tags",
+            "source_url",
         ),
         cells={(0, 0): "nz/a2f", (16, 1): "Archives New Zealand Te Rua Mahara o te Kāwanatanga"},
     ),
@@ -175,7 +201,9 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     ),
     # Every Description holds 9 CRLF-separated paragraphs; 5,587 characters each.
     "frictionless/issue-1066-largecellsize.csv": Parsed(
-        19, ("Description", "status"), cells={(0, 1): "test", (18, 1): "test"},
+        19,
+        ("Description", "status"),
+        cells={(0, 1): "test", (18, 1): "test"},
         source_rows=tuple(range(2, 165, 9)),
     ),
     # `2,\xa9`: Latin-1 ©.
@@ -204,22 +232,33 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     ),
     # A title merged over A1:B1, the header on row 2.
     "frictionless/skip-rows.xlsx": Parsed(
-        2, ("A", "B"), format="xlsx", delimiter=None, cells={(0, 0): "8", (0, 1): "9", (1, 0): "", (1, 1): "TOTAL"},
-        source_rows=(3, 4), header_row=2,
+        2,
+        ("A", "B"),
+        format="xlsx",
+        delimiter=None,
+        cells={(0, 0): "8", (0, 1): "9", (1, 0): "", (1, 1): "TOTAL"},
+        source_rows=(3, 4),
+        header_row=2,
     ),
     "frictionless/table-infer-utf8.csv": Parsed(
         5, ("id", "age", "name"), cells={(0, 2): "Paul", (4, 2): "Iñtërnâtiônàlizætiøn"}
     ),
     "frictionless/table-with-ints-floats-dates.xls": Parsed(
-        3, ("Int", "Float", "Date"), format="xls", delimiter=None,
-        cells={(0, 0): "2013", (0, 1): "3.3", (0, 2): "2009-08-16", (2, 2): "2012-08-23"}, source_rows=(2, 3, 4),
+        3,
+        ("Int", "Float", "Date"),
+        format="xls",
+        delimiter=None,
+        cells={(0, 0): "2013", (0, 1): "3.3", (0, 2): "2009-08-16", (2, 2): "2012-08-23"},
+        source_rows=(2, 3, 4),
     ),
     "frictionless/table.csv.gz": Parsed(2, ("id", "name"), cells={(0, 1): "english", (1, 1): "中国人"}),
     "frictionless/table.tsv": Parsed(3, ("id", "name"), delimiter="\t", cells={(1, 1): "中国人", (2, 1): "\\N"}),
     # --- rust-csv examples/data/ ---
     # The same table as smallpop.csv, separated by colons.
     "rust-csv/smallpop-colon.csv": Parsed(
-        10, ("city", "region", "country", "population"), delimiter=":",
+        10,
+        ("city", "region", "country", "population"),
+        delimiter=":",
         cells={(0, 0): "Southborough", (0, 3): "9686"},
     ),
     "rust-csv/smallpop.csv": Parsed(
@@ -229,12 +268,15 @@ EXPECTED: dict[str, Parsed | Rejected] = {
     "rust-csv/strange.csv": Rejected("malformed CSV on line 1"),
     # Line 4 is `\xd5akman,AL,,...`: Latin-1 Õ.
     "rust-csv/uspop-latin1.csv": Parsed(
-        100, ("City", "State", "Population", "Latitude", "Longitude"), encodings=WESTERN_8BIT,
+        100,
+        ("City", "State", "Population", "Latitude", "Longitude"),
+        encodings=WESTERN_8BIT,
         cells={(0, 0): "Davidsons Landing", (0, 2): "", (2, 0): "Õakman", (2, 1): "AL"},
     ),
     # "null" means empty populations, not NUL bytes.
     "rust-csv/uspop-null.csv": Parsed(
-        100, ("City", "State", "Population", "Latitude", "Longitude"),
+        100,
+        ("City", "State", "Population", "Latitude", "Longitude"),
         cells={(0, 0): "Davidsons Landing", (0, 2): "", (1, 2): "7610"},
     ),
 }

@@ -117,7 +117,9 @@ def test_external_id_matches_only_within_its_source(pipeline, tmp_path):
     other_email = "Company,Email,External ID\nAcme renamed,new-ann@acme.com,A-1\n"
 
     same_source = _run(tmp_path, "a.csv", other_email, dedupe={"match_keys": ["external_id"], "source": "crm"})
-    other_source = _run(tmp_path, "b.csv", other_email + "\n", dedupe={"match_keys": ["external_id"], "source": "vendor"})
+    other_source = _run(
+        tmp_path, "b.csv", other_email + "\n", dedupe={"match_keys": ["external_id"], "source": "vendor"}
+    )
 
     assert (same_source["duplicates_existing"], same_source["inserted"]) == (1, 0)
     assert (other_source["duplicates_existing"], other_source["inserted"]) == (0, 1)
@@ -150,14 +152,23 @@ def test_owner_assignment_single_round_robin_and_by_column(pipeline, tmp_path):
     robin = "Company,Email\n" + "".join(f"R{i},r{i}@x.com\n" for i in range(3))
     _run(tmp_path, "r1.csv", robin, load={"assign": "round_robin", "owners": ["ann", "bob"]})
     _run(tmp_path, "r2.csv", robin.replace("@x", "@y"), load={"assign": "round_robin", "owners": ["ann", "bob"]})
-    _run(tmp_path, "col.csv", "Company,Email,Rep\n" + rows.replace("@x", "@z"),
-         load={"assign": "by_column", "owner_column": "Rep", "owners": ["fallback"]})
+    _run(
+        tmp_path,
+        "col.csv",
+        "Company,Email,Rep\n" + rows.replace("@x", "@z"),
+        load={"assign": "by_column", "owner_column": "Rep", "owners": ["fallback"]},
+    )
 
     owners = dict(pipeline.query("SELECT email, owner FROM leads"))
     assert {owners[f"c{i}@x.com"] for i in range(5)} == {"sam"}
     # The rotation continues across imports: ann bob ann | bob ann bob.
     assert [owners[f"r{i}@x.com"] for i in range(3)] + [owners[f"r{i}@y.com"] for i in range(3)] == [
-        "ann", "bob", "ann", "bob", "ann", "bob"
+        "ann",
+        "bob",
+        "ann",
+        "bob",
+        "ann",
+        "bob",
     ]
     assert [owners[f"c{i}@z.com"] for i in range(5)] == ["zoe", "fallback", "zoe", "fallback", "zoe"]
 
@@ -167,9 +178,11 @@ def test_concurrent_imports_of_overlapping_files_add_up(pipeline, tmp_path):
     files = []
     for n in range(4):
         # Each file shares 300 emails with every other file and has 100 of its own.
-        rows = [f"Shared {i},shared{i}@x.com\n" for i in range(300)] + [f"Own {n}-{i},own{n}-{i}@x.com\n" for i in range(100)]
+        rows = [f"Shared {i},shared{i}@x.com\n" for i in range(300)] + [
+            f"Own {n}-{i},own{n}-{i}@x.com\n" for i in range(100)
+        ]
         path = tmp_path / f"batch{n}.csv"
-        path.write_text("Company,Email\n" + "".join(rows[n * 50:] + rows[: n * 50]))
+        path.write_text("Company,Email\n" + "".join(rows[n * 50 :] + rows[: n * 50]))
         files.append(path)
     processes = [
         subprocess.Popen([*CLI, "import", str(p), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

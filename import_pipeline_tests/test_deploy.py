@@ -178,7 +178,8 @@ def test_deploy_init_service_migrates_and_creates_the_load_pool(pipeline, deploy
     assert command[0] == "import-pipeline"
     done = subprocess.run(
         [sys.executable, "-m", "import_pipeline.cli", *command[1:]],
-        env=os.environ | {"IMPORT_PIPELINE_DATABASE_URL": leads_url, "IMPORT_PIPELINE_DAGSTER_HOME": deploy_env["DAGSTER_HOME"]},
+        env=os.environ
+        | {"IMPORT_PIPELINE_DATABASE_URL": leads_url, "IMPORT_PIPELINE_DAGSTER_HOME": deploy_env["DAGSTER_HOME"]},
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -228,6 +229,13 @@ def test_deploy_dockerfile_matches_compose():
     dev = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     assert f"dagster-docker=={pin}" in dev and version("dagster-docker") == pin
     assert "pip install ." in runs
+    # The image installs the versions this suite runs with: every package installed here is pinned at its version.
+    assert "-c deploy/constraints.txt" in runs
+    pins = dict(
+        line.split("==") for line in (DEPLOY / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")
+    )
+    for name in ("dagster", "dagster-postgres", "polars", "pandera", "psycopg", "phonenumbers", "dagster-docker"):
+        assert pins[name] == version(name), name
 
 
 def test_deploy_compose_network_volume_and_environment_agree_with_the_instance():
@@ -275,14 +283,20 @@ def test_deploy_compose_databases_and_start_order():
     leads, dagster = urlsplit(env["IMPORT_PIPELINE_DATABASE_URL"]), urlsplit(env["DAGSTER_PG_URL"])
     for url in (leads, dagster):
         assert (url.hostname, url.port) == ("postgres", 5432)
-        assert (url.username, url.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"]) == ("import_pipeline", "s3cret")
+        assert (
+            (url.username, url.password)
+            == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
+            == ("import_pipeline", "s3cret")
+        )
     assert leads.path == f"/{pg['POSTGRES_DB']}"
     # Dagster's database is created by the init script the postgres image runs on first start.
     (init_sql,) = [v.split(":")[0] for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in v]
     created = re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / init_sql).read_text())
     assert dagster.path == f"/{created[0]}" and created != [pg["POSTGRES_DB"]]
     # dagster-postgres needs psycopg2 (the root dagster.yaml's note): the URL is already in that form.
-    assert dagster.scheme == "postgresql+psycopg2" and dagster_storage_url(env["DAGSTER_PG_URL"]) == env["DAGSTER_PG_URL"]
+    assert (
+        dagster.scheme == "postgresql+psycopg2" and dagster_storage_url(env["DAGSTER_PG_URL"]) == env["DAGSTER_PG_URL"]
+    )
     assert leads.scheme == "postgresql"
     # postgres 18+ images refuse a volume at the old /var/lib/postgresql/data.
     assert int(postgres["image"].split(":")[1].split(".")[0]) >= 18

@@ -14,8 +14,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from import_pipeline.launch import import_file
 from import_pipeline.database import migrate_once
+from import_pipeline.launch import import_file
 from import_pipeline_tests.shared import CLI, FILLER, HANDMADE, tables
 
 BLOCKED_AT = {

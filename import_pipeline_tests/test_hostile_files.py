@@ -9,10 +9,10 @@ from import_pipeline.config import ParseConfig
 from import_pipeline.definitions import defs
 from import_pipeline.landing import content_hash, partition_key
 from import_pipeline.launch import import_file
-from import_pipeline.state import StateFolder
-from import_pipeline.sensors import landing_sensor
 from import_pipeline.parse import FileRejected, read_leads
 from import_pipeline.schema import SOURCE_ROW
+from import_pipeline.sensors import landing_sensor
+from import_pipeline.state import StateFolder
 from import_pipeline.validate import split_valid
 from import_pipeline_tests.hostile_files import ROW_VALUES, ROWS, Hostile, hostile_files
 
@@ -33,7 +33,10 @@ def test_hostile_file_reads_exactly(hostile, tmp_path):
     _valid, rejected = split_valid(records, mapping)
 
     assert records.height == hostile.rows_read
-    problems = {row: [r["problem"] for r in json.loads(reasons)] for row, reasons in rejected.select(SOURCE_ROW, "reasons").iter_rows()}
+    problems = {
+        row: [r["problem"] for r in json.loads(reasons)]
+        for row, reasons in rejected.select(SOURCE_ROW, "reasons").iter_rows()
+    }
     assert problems.keys() == hostile.rejected.keys(), problems
     for line, problem in hostile.rejected.items():
         assert any(problem in p for p in problems[line]), (line, problems[line])
@@ -67,7 +70,9 @@ def test_hostile_file_failures_quarantine_and_load_nothing(pipeline):
         run = pipeline.instance.get_run_by_id(result["run_id"])
         assert run.status.value == "FAILURE"
         (failure,) = pipeline.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
-        assert failure.event_log_entry.dagster_event.step_failure_data.user_failure_data.metadata["reason"].value == reason
+        assert (
+            failure.event_log_entry.dagster_event.step_failure_data.user_failure_data.metadata["reason"].value == reason
+        )
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
     # The sensor carries on: the next good file is picked up, the quarantined ones are not.
@@ -75,9 +80,14 @@ def test_hostile_file_failures_quarantine_and_load_nothing(pipeline):
     good.write_text("Company,Email\nAcme,ann@acme.com\n")
     cursor = None
     for _ in range(2):  # a file counts once it is unchanged between two ticks
-        tick = landing_sensor(dg.build_sensor_context(
-            instance=pipeline.instance, cursor=cursor, definitions=defs, resources={"state": StateFolder(home=str(pipeline.home))}
-        ))
+        tick = landing_sensor(
+            dg.build_sensor_context(
+                instance=pipeline.instance,
+                cursor=cursor,
+                definitions=defs,
+                resources={"state": StateFolder(home=str(pipeline.home))},
+            )
+        )
         cursor = tick.cursor
     assert [r.partition_key for r in tick.run_requests] == [partition_key("good.csv", content_hash(good))]
 
@@ -96,5 +106,6 @@ def test_hostile_file_imports_end_to_end(pipeline, name):
     assert pipeline.query("SELECT source_row, company_name, first_name FROM leads ORDER BY source_row") == [
         (line + offset, row[0], row[1]) for line, row in zip(range(2, 7), ROWS, strict=True) if line != 4
     ]
-    assert pipeline.query("SELECT source_row, raw_values->>'Email' FROM rejected_rows") == [(4 + offset, "not-an-email")]
-
+    assert pipeline.query("SELECT source_row, raw_values->>'Email' FROM rejected_rows") == [
+        (4 + offset, "not-an-email")
+    ]

@@ -10,7 +10,6 @@ from import_pipeline.load import LEADS_ASSET
 from import_pipeline_tests.shared import FILLER, HANDMADE, HANDMADE_COUNTS
 
 
-
 def _counts(result: dict) -> dict:
     return {k: result[k] for k in HANDMADE_COUNTS}
 
@@ -35,7 +34,8 @@ def test_import_job_handmade_file_exact_outcome(pipeline, tmp_path):
     ]
     # Columns no field maps to are kept with each lead, under the user's own header.
     assert pipeline.query("SELECT extra FROM leads WHERE source_row IN (2, 11) ORDER BY source_row") == [
-        ({"Lead Source": "web"},), ({"Lead Source": None},)
+        ({"Lead Source": "web"},),
+        ({"Lead Source": None},),
     ]
     rejects = pipeline.query("SELECT source_row, reasons, raw_values FROM rejected_rows ORDER BY source_row")
     assert [(row, [r["problem"] for r in reasons]) for row, reasons, _ in rejects] == [
@@ -46,15 +46,25 @@ def test_import_job_handmade_file_exact_outcome(pipeline, tmp_path):
         (15, ["company_name contains a NUL byte"]),
     ]
     # Raw values keep the user's own headers, unmapped columns included; NUL is shown, not lost.
-    assert rejects[0][2] == {"Company": None, "First Name": "Cid", "Last Name": None, "E-mail": "cid@x.com",
-                             "Phone": None, "Notes": None, "Lead Source": None}
+    assert rejects[0][2] == {
+        "Company": None,
+        "First Name": "Cid",
+        "Last Name": None,
+        "E-mail": "cid@x.com",
+        "Phone": None,
+        "Notes": None,
+        "Lead Source": None,
+    }
     assert rejects[4][2]["Company"] == "Nul\u2400Co"
     # Provenance: every lead names its import, file and row.
-    assert pipeline.scalar(
-        "SELECT count(*) FROM leads l JOIN imports i ON i.id = l.created_by_import "
-        "WHERE i.partition_key = %s AND l.source_file = %s AND l.updated_by_import = i.id",
-        (result["partition_key"], str(path)),
-    ) == 5 + FILLER
+    assert (
+        pipeline.scalar(
+            "SELECT count(*) FROM leads l JOIN imports i ON i.id = l.created_by_import "
+            "WHERE i.partition_key = %s AND l.source_file = %s AND l.updated_by_import = i.id",
+            (result["partition_key"], str(path)),
+        )
+        == 5 + FILLER
+    )
 
 
 def test_import_job_materialization_is_the_history(pipeline, tmp_path):
@@ -95,14 +105,26 @@ def test_import_job_overlapping_file_counts_existing_duplicates(pipeline, tmp_pa
 
     assert result["status"] == "success", result["error"]
     assert _counts(result) == {
-        "rows_read": 4, "rows_valid": 4, "rows_rejected": 0, "duplicates_in_file": 1,
-        "duplicates_existing": 2, "inserted": 1, "updated": 0, "merged": 0, "created": 0,
+        "rows_read": 4,
+        "rows_valid": 4,
+        "rows_rejected": 0,
+        "duplicates_in_file": 1,
+        "duplicates_existing": 2,
+        "inserted": 1,
+        "updated": 0,
+        "merged": 0,
+        "created": 0,
     }
     assert pipeline.scalar("SELECT count(*) FROM leads") == 6 + FILLER
     # Existing leads are left alone by default.
     assert pipeline.scalar("SELECT company_name FROM leads WHERE email_key = 'ann@acme.com'") == "Acme"
-    assert pipeline.scalar("SELECT count(*) FROM (SELECT email_key FROM leads GROUP BY 1 HAVING count(*) > 1) d "
-                           "WHERE email_key IS NOT NULL") == 0
+    assert (
+        pipeline.scalar(
+            "SELECT count(*) FROM (SELECT email_key FROM leads GROUP BY 1 HAVING count(*) > 1) d "
+            "WHERE email_key IS NOT NULL"
+        )
+        == 0
+    )
 
 
 def test_import_job_same_bytes_again_are_skipped(pipeline, tmp_path):
@@ -124,8 +146,11 @@ def test_import_job_same_bytes_again_are_skipped(pipeline, tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "error"),
     [
-        ("nocompany.csv", "Name,Email\nAnn,ann@x.com\n",
-         "nocompany.csv: no column maps to company_name; the headers found are ['Name', 'Email']"),
+        (
+            "nocompany.csv",
+            "Name,Email\nAnn,ann@x.com\n",
+            "nocompany.csv: no column maps to company_name; the headers found are ['Name', 'Email']",
+        ),
         ("empty.csv", "", "empty.csv: the file is empty"),
         ("header.csv", "Company,Email\n", "header.csv: the file has a header but no records"),
     ],

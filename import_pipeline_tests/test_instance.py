@@ -32,7 +32,10 @@ def test_instance_definitions_are_loadable():
     dg.Definitions.validate_loadable(definitions.defs)
     assert {job.name for job in definitions.defs.jobs} == {"import_leads_job", "cleanup_job"}
     assert {sensor.name for sensor in definitions.defs.sensors} == {
-        "landing_sensor", "bucket_sensor", "import_succeeded_sensor", "import_failed_sensor"
+        "landing_sensor",
+        "bucket_sensor",
+        "import_succeeded_sensor",
+        "import_failed_sensor",
     }
 
 
@@ -47,8 +50,17 @@ def test_instance_embedded_server_is_tuned_for_bulk_loads(tmp_path):
     url = start_embedded_server(tmp_path / "home")
 
     with psycopg.connect(url) as conn:
-        live = dict(conn.execute("SELECT name, current_setting(name) FROM unnest(%s::text[]) name", (["max_wal_size", "checkpoint_timeout"],)).fetchall())
+        live = dict(
+            conn.execute(
+                "SELECT name, current_setting(name) FROM unnest(%s::text[]) name",
+                (["max_wal_size", "checkpoint_timeout"],),
+            ).fetchall()
+        )
         # shared_buffers is read at server start: it is written for the next one.
-        written = dict(conn.execute("SELECT name, setting FROM pg_file_settings WHERE applied OR name = 'shared_buffers'").fetchall())
+        written = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_file_settings WHERE applied OR name = 'shared_buffers'"
+            ).fetchall()
+        )
     assert live == {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
     assert written["shared_buffers"] == bulk_load_settings()["shared_buffers"]

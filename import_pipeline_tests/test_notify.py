@@ -86,7 +86,12 @@ def test_notify_success_reaches_webhook_and_email(pipeline, tmp_path, webhook, m
     assert len(received) == 1, "the webhook answered 503 once and was retried"
     body = received[0]
     assert body["event"] == "import succeeded"
-    assert (body["run_id"], body["status"], body["inserted"], body["rows_rejected"]) == (run.run_id, "success", 5 + FILLER, 5)
+    assert (body["run_id"], body["status"], body["inserted"], body["rows_rejected"]) == (
+        run.run_id,
+        "success",
+        5 + FILLER,
+        5,
+    )
     assert body["link"] == f"http://127.0.0.1:3000/runs/{run.run_id}"
     assert len(messages) == 1
     assert f"Subject: [import-pipeline] import succeeded: {result['partition_key']}" in messages[0]
@@ -110,7 +115,9 @@ def test_notify_failure_carries_the_error(pipeline, tmp_path, webhook):
     import_failed_sensor(context)
 
     assert [(b["event"], b["status"]) for b in received] == [("import failed", "failed")]
-    assert received[0]["error"] == "contacts.csv: no column maps to company_name; the headers found are ['Name', 'Email']"
+    assert (
+        received[0]["error"] == "contacts.csv: no column maps to company_name; the headers found are ['Name', 'Email']"
+    )
 
 
 def test_notify_unreachable_webhook_gives_up_without_raising():

@@ -10,7 +10,6 @@ from import_pipeline.launch import import_file, reexecute_from_failure
 from import_pipeline_tests.shared import FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
 
 
-
 def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
     path = tmp_path / "handmade.csv"
     path.write_text(HANDMADE)
@@ -79,7 +78,9 @@ def test_reexecution_from_failure_works_from_every_op(make_pipeline, tmp_path, f
     with dg.execute_job(
         dg.reconstructable(resolved_import_leads_job),
         instance=pipeline.instance,
-        reexecution_options=dg.ReexecutionOptions(parent_run_id=run_id, step_selection=list(UNREADABLE_INPUT)[steps_before:]),
+        reexecution_options=dg.ReexecutionOptions(
+            parent_run_id=run_id, step_selection=list(UNREADABLE_INPUT)[steps_before:]
+        ),
         tags=pipeline.instance.get_run_by_id(run_id).tags,
     ) as broken:
         assert not broken.success

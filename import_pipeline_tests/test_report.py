@@ -8,7 +8,7 @@ from import_pipeline.launch import import_file
 RISKY = (
     "Company,Email,Note\n"
     "Acme,ann@acme.com,fine\n"  # 2
-    ",=HYPERLINK(\"http://evil\"),+1 call\n"  # 3 company missing, bad email, formula-looking cells
+    ',=HYPERLINK("http://evil"),+1 call\n'  # 3 company missing, bad email, formula-looking cells
     "Beta,bob@beta.com,@home\n"  # 4
     "Gamma,gus@gamma.com,-\n"  # 5
 )
@@ -25,8 +25,8 @@ def test_report_reject_report_opens_safely_with_every_reason(pipeline, tmp_path)
     assert report.read_bytes().startswith("\ufeffline,".encode())
     rows = pl.read_csv(report, infer_schema=False).rows()
     assert rows == [
-        ("3", "company_name", "company_name is required", None, "'=HYPERLINK(\"http://evil\")", "'+1 call"),
-        ("3", "email", "email is not a valid email address", None, "'=HYPERLINK(\"http://evil\")", "'+1 call"),
+        ("3", "company_name", "company_name is required", None, '\'=HYPERLINK("http://evil")', "'+1 call"),
+        ("3", "email", "email is not a valid email address", None, '\'=HYPERLINK("http://evil")', "'+1 call"),
     ]
     assert pl.read_csv(report, n_rows=0).columns == ["line", "column", "problem", "Company", "Email", "Note"]
     materializations = pipeline.instance.get_records_for_run(result["run_id"], of_type=dg.DagsterEventType.STEP_OUTPUT)
@@ -71,7 +71,9 @@ def test_report_error_rate_above_the_limit_fails_and_says_which_checks(pipeline,
 
 def test_report_phone_and_website_are_normalized_in_leads(pipeline, tmp_path):
     path = tmp_path / "contacts.csv"
-    path.write_text("Company,Phone,Website\nAcme,01 23 45 67 89,https://www.Acme.fr/contact\nBeta,not a phone,beta.io\n")
+    path.write_text(
+        "Company,Phone,Website\nAcme,01 23 45 67 89,https://www.Acme.fr/contact\nBeta,not a phone,beta.io\n"
+    )
 
     result = import_file(path, {"ops": {"validate": {"config": {"phone_region": "FR"}}}})
 

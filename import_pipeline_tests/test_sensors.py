@@ -7,9 +7,9 @@ import dagster as dg
 
 from import_pipeline.config import MAX_FILES_PER_TICK
 from import_pipeline.definitions import defs
-from import_pipeline.state import StateFolder
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.sensors import landing_sensor
+from import_pipeline.state import StateFolder
 
 LEADS = "Company,Email\nAcme,ann@acme.com\n"
 
@@ -97,7 +97,7 @@ def test_landing_sensor_ignores_in_progress_hidden_dirs_and_outside_links(pipeli
     (pipeline.landing / "real.csv").write_text(LEADS)
     os.symlink(pipeline.landing / "real.csv", pipeline.landing / "link-in.csv")
 
-    result, requests = _ticks(pipeline, 3)
+    _result, requests = _ticks(pipeline, 3)
 
     # The inside link has the same bytes as real.csv, so only one of the two starts a run.
     assert [r.tags["import_pipeline/source_file"] for r in requests] in (["real.csv"], ["link-in.csv"])
@@ -137,4 +137,6 @@ def test_landing_sensor_requests_pass_the_daemons_validation(pipeline):
 
     data = landing_sensor.evaluate_tick(context)
 
-    assert [r.partition_key for r in data.run_requests] == [partition_key("a.csv", content_hash(pipeline.landing / "a.csv"))]
+    assert [r.partition_key for r in data.run_requests] == [
+        partition_key("a.csv", content_hash(pipeline.landing / "a.csv"))
+    ]

@@ -13,12 +13,12 @@ from import_pipeline import phones
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
 from import_pipeline.landing import partition_key
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation
-from import_pipeline.progress import Progress
-from import_pipeline.staging import copy_frames, create_work_tables
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
 from import_pipeline.parse import header_index, read_leads
+from import_pipeline.progress import Progress
 from import_pipeline.schema import CANONICAL_FIELDS, MIGRATIONS, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
+from import_pipeline.staging import copy_frames, create_work_tables
 from import_pipeline.summary import FileSummary, LoadResult, from_json, to_json
 from import_pipeline.validate import LeadModel, bare_host_url, normalized_phone, valid_email
 
@@ -34,8 +34,13 @@ def test_normalize_header_cases(header, normalized):
 def test_map_headers_english_and_french():
     headers = ["Raison sociale", "Prénom", "Nom", "Courriel", "Téléphone", "Ville", "Pays", "Couleur"]
     assert map_headers(headers) == {
-        "Raison sociale": "company_name", "Prénom": "first_name", "Nom": "last_name", "Courriel": "email",
-        "Téléphone": "phone", "Ville": "city", "Pays": "country",
+        "Raison sociale": "company_name",
+        "Prénom": "first_name",
+        "Nom": "last_name",
+        "Courriel": "email",
+        "Téléphone": "phone",
+        "Ville": "city",
+        "Pays": "country",
     }
 
 
@@ -45,12 +50,34 @@ def test_map_headers_two_columns_for_one_field_rejects_the_file():
 
 
 def test_email_key_normalization_shortcut_agrees(pipeline):
-    emails = ["  Ann@Acme.COM ", "ann@acme.com\u2003", "a n n@acme.com", "Ａnn@acme.com", "E\u0301lise@x.fr", "\u00c9lise@x.fr", None, " ",
-              "Ann@Acme.COM", "", "ann\t@acme.com"]
+    emails = [
+        "  Ann@Acme.COM ",
+        "ann@acme.com\u2003",
+        "a n n@acme.com",
+        "Ａnn@acme.com",
+        "E\u0301lise@x.fr",
+        "\u00c9lise@x.fr",
+        None,
+        " ",
+        "Ann@Acme.COM",
+        "",
+        "ann\t@acme.com",
+    ]
     keys = [pipeline.scalar("SELECT lead_email_key(%s)", (e,)) for e in emails]
     # NFC keeps the full-width letter distinct (it is not compatibility-folded) and joins an accent to its letter.
-    assert keys == ["ann@acme.com", "ann@acme.com", "ann@acme.com", "ａnn@acme.com", "élise@x.fr", "élise@x.fr", None, None,
-                    "ann@acme.com", None, "ann@acme.com"]
+    assert keys == [
+        "ann@acme.com",
+        "ann@acme.com",
+        "ann@acme.com",
+        "ａnn@acme.com",
+        "élise@x.fr",
+        "élise@x.fr",
+        None,
+        None,
+        "ann@acme.com",
+        None,
+        "ann@acme.com",
+    ]
     # The printable-ASCII shortcut (migration 7) gives the general function's key.
     assert [pipeline.scalar("SELECT lead_email_key_unicode(%s)", (e,)) for e in emails] == keys
 
@@ -68,7 +95,9 @@ def _in_file_duplicates(pipeline, keyed: pl.DataFrame, keys: list[str], keep: st
         copy_frames(cur, staging, keyed.columns, [keyed], keyed.height)
         drop_in_file_duplicates(cur, staging, keys, keep)
         kept = [row for (row,) in cur.execute(sql.SQL("SELECT source_row FROM {} ORDER BY 1").format(staging))]
-        duplicates = cur.execute("SELECT source_row, duplicate_of_row, survivor_row FROM outcomes ORDER BY 1").fetchall()
+        duplicates = cur.execute(
+            "SELECT source_row, duplicate_of_row, survivor_row FROM outcomes ORDER BY 1"
+        ).fetchall()
     return kept, duplicates
 
 
@@ -98,11 +127,16 @@ def test_match_keys_scope_and_normalization(pipeline):
         " ('Müller & Söhne', 'default', '7', '0611'), ('Acme', 'crm', NULL, NULL)"
     )
     assert pipeline.query("SELECT external_key, phone_company_key FROM leads ORDER BY id") == [
-        ("crm:0042", "+330123|acmesa"), ("default:7", "0611|mullersohne"), (None, None)
+        ("crm:0042", "+330123|acmesa"),
+        ("default:7", "0611|mullersohne"),
+        (None, None),
     ]
     # The E.164 form wins over the raw digits when the import found one.
     pipeline.execute("UPDATE leads SET phone_e164 = '+33123' WHERE external_id = ' 0042 '")
-    assert pipeline.scalar("SELECT phone_company_key FROM leads WHERE external_source = 'crm' AND external_id IS NOT NULL") == "+33123|acmesa"
+    assert (
+        pipeline.scalar("SELECT phone_company_key FROM leads WHERE external_source = 'crm' AND external_id IS NOT NULL")
+        == "+33123|acmesa"
+    )
 
 
 def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
@@ -122,8 +156,15 @@ def test_lead_model_fields_are_the_canonical_fields():
 
 
 def test_check_conservation_refuses_counts_that_do_not_add_up():
-    counts = {"rows_read": 10, "inserted": 5, "updated": 0, "rows_rejected": 2, "duplicates_in_file": 1, "duplicates_existing": 1}
-    with pytest.raises(CountsDoNotAddUp, match="rows_read=10 but .* add up to 9"):
+    counts = {
+        "rows_read": 10,
+        "inserted": 5,
+        "updated": 0,
+        "rows_rejected": 2,
+        "duplicates_in_file": 1,
+        "duplicates_existing": 1,
+    }
+    with pytest.raises(CountsDoNotAddUp, match=r"rows_read=10 but .* add up to 9"):
         check_conservation(counts)
     check_conservation(counts | {"inserted": 6})
 
@@ -219,11 +260,17 @@ def test_normalized_phone_uses_the_default_region():
 
 def test_normalized_phone_in_helper_processes_matches_one_process(monkeypatch):
     """Large files spread the library calls over helper processes; the answers must not change."""
-    raw = [f"06 12 34 {i:02d} {j:02d}" for i in range(10) for j in range(10)] + ["+1 415 555 2671", "12", "(415) 555-2671"]
+    raw = [f"06 12 34 {i:02d} {j:02d}" for i in range(10) for j in range(10)] + [
+        "+1 415 555 2671",
+        "12",
+        "(415) 555-2671",
+    ]
     monkeypatch.setattr(phones, "PARALLEL_FROM", 10)
     monkeypatch.setattr(phones.os, "cpu_count", lambda: 3)
     helped, in_helper = [], phones._in_helper
-    monkeypatch.setattr(phones, "_in_helper", lambda chunk, region: helped.append(len(chunk)) or in_helper(chunk, region))
+    monkeypatch.setattr(
+        phones, "_in_helper", lambda chunk, region: helped.append(len(chunk)) or in_helper(chunk, region)
+    )
 
     spread = phones.e164_numbers_parallel(raw, "FR")
 
@@ -233,21 +280,40 @@ def test_normalized_phone_in_helper_processes_matches_one_process(monkeypatch):
 
 
 def test_bare_host_url_cases():
-    sites = pl.DataFrame({"w": ["https://www.Acme.com/about?x=1", "acme.com", "http://acme.com:8080/", "not a url", None]})
+    sites = pl.DataFrame(
+        {"w": ["https://www.Acme.com/about?x=1", "acme.com", "http://acme.com:8080/", "not a url", None]}
+    )
     assert sites.select(bare_host_url(pl.col("w"))).to_series().to_list() == [
-        "https://www.acme.com", "https://acme.com", "http://acme.com:8080", None, None
+        "https://www.acme.com",
+        "https://acme.com",
+        "http://acme.com:8080",
+        None,
+        None,
     ]
 
 
 def test_summary_json_round_trip_and_untagged_from_older_runs():
-    summary = FileSummary("f.csv@ab", "/l/f.csv", "ab" * 32, {"E-mail": "email"}, 3, {"parse": 0.1}, match_keys=("email",))
+    summary = FileSummary(
+        "f.csv@ab", "/l/f.csv", "ab" * 32, {"E-mail": "email"}, 3, {"parse": 0.1}, match_keys=("email",)
+    )
     result = LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
     assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
     assert from_json(json.loads(json.dumps(to_json(result)))) == result
     # A run from before the hand-offs were typed wrote plain objects; re-executing it reads them as the input's type.
-    older = {"partition_key": "f.csv@ab", "source_file": "/l/f.csv", "content_hash": "ab" * 32, "mapping": {"E-mail": "email"},
-             "rows_read": 3, "seconds": {"parse": 0.1}, "match_keys": ["email"], "keep": "first", "source": "default"}
+    older = {
+        "partition_key": "f.csv@ab",
+        "source_file": "/l/f.csv",
+        "content_hash": "ab" * 32,
+        "mapping": {"E-mail": "email"},
+        "rows_read": 3,
+        "seconds": {"parse": 0.1},
+        "match_keys": ["email"],
+        "keep": "first",
+        "source": "default",
+    }
     assert from_json(older, FileSummary) == summary
-    assert from_json(older | {"inserted": 3, "status": "success"}, LoadResult) == LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
+    assert from_json(older | {"inserted": 3, "status": "success"}, LoadResult) == LoadResult(
+        summary, "success", {"rows_read": 3, "inserted": 3}
+    )
     with pytest.raises(ValueError, match="cannot tell which hand-off"):
         from_json(older)

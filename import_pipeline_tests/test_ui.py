@@ -152,7 +152,10 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             shots.take(page, "first_run_metadata")
             assert pipeline.instance.get_run_by_id(first_run).status == dg.DagsterRunStatus.SUCCESS
             assert _parse_details(pipeline.instance, first_run)["mapping_profile"] == "hubspot_contacts"
-            assert pipeline.scalar("SELECT count(*) FROM leads WHERE external_id = '901' AND phone_e164 = '+15125551001'") == 1
+            assert (
+                pipeline.scalar("SELECT count(*) FROM leads WHERE external_id = '901' AND phone_e164 = '+15125551001'")
+                == 1
+            )
             assert not (pipeline.landing / first.name).exists(), "an imported file is archived"
 
             # (c) An import started from the command line fails on a real database error the first
