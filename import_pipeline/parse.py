@@ -119,16 +119,32 @@ def _gunzip(path: Path, work_dir: Path, max_bytes: int) -> Path:
     return target
 
 
-def _is_utf8(path: Path) -> bool:
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _valid_utf8(data: bytes) -> bool:
+    """Whether `data` is UTF-8, as strictly as Python's decoder judges it."""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(4 * _MiB):
-                decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
+        pl.Series([data], dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:
         return False
     return True
+
+
+def _is_utf8(path: Path) -> bool:
+    # polars checks without making the text: 0.20 s -> 0.09 s for the 1M-row benchmark file.
+    left = b""
+    with path.open("rb") as f:
+        while block := f.read(4 * _MiB):
+            block, cut = left + block, len(left) + len(block)
+            # The block's last character may go on in the next block: it is checked with it. (A character is
+            # at most 4 bytes: a first byte, 0b11xxxxxx, then up to 3 continuation bytes, 0b10xxxxxx.)
+            for _ in range(3):
+                if cut and block[cut - 1] & 0xC0 == 0x80:
+                    cut -= 1
+            if cut and block[cut - 1] >= 0xC0:
+                cut -= 1
+            if not _valid_utf8(block[:cut]):
+                return False
+            left = block[cut:]
+    return _valid_utf8(left)
 
 
 def text_encoding(path: Path, override: str = "") -> str:
@@ -241,10 +257,6 @@ class _Chunk:
     lines: array.array = field(default_factory=lambda: array.array("q"))
 
 
-class _Stopped(Exception):
-    """The reader of the chunks went away."""
-
-
 def _csv_problem(e: csv.Error, started_on: int, line: int) -> FileRejected:
     if "unexpected end of data" in str(e):
         return FileRejected(f"unterminated quote: the quoted value starting on line {started_on} never closes")
@@ -266,84 +278,149 @@ def csv_headers(path: Path, delimiter: str, header: HeaderPosition) -> list[str]
     return headers
 
 
-class _RecordScanner:
-    """Python's csv module over the file, in a thread at most two chunks ahead of polars.
+def _scan_with_csv_module(path: Path, delimiter: str, start: int, lines_above: int, records: int) -> tuple[_Chunk, int]:
+    """Where up to `records` records from byte `start` (`lines_above` lines in) lie, and the lines above the next."""
+    # The module decides where each record starts and ends, how many fields it has (polars pads or cuts ragged
+    # rows silently) and on which line it starts; polars then parses the range.
+    # utf-8-sig drops the byte-order mark from the text, not from the byte offsets.
+    consumed = [len(codecs.BOM_UTF8) if start == 0 and _starts_with_bom(path) else start]
+    with path.open("rb") as raw:
+        raw.seek(start)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if start == 0 else "utf-8", newline="")
 
-    It decides where each record starts and ends (as byte offsets), how many fields it has (polars
-    pads or cuts ragged rows silently) and on which line it starts; polars then parses each range.
-    """
+        def lines():
+            for line in text:
+                consumed[0] += len(line.encode("utf-8"))
+                yield line
 
-    def __init__(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int):
-        self._found: queue.Queue = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._scan, args=(path, delimiter, header, chunk_rows), daemon=True)
-        self._thread.start()
-
-    def next(self) -> _Chunk | None:
-        item = self._found.get()
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._found.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped
-
-    def _scan(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int) -> None:
+        reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+        chunk, ended_at = _Chunk(start, start), lines_above
         try:
-            self._chunks(path, delimiter, header, chunk_rows)
-            self._put(None)  # the end
-        except _Stopped:
-            pass
-        except Exception as e:  # noqa: BLE001 - handed to the reading thread, which raises it
-            try:
-                self._put(e)
-            except _Stopped:
-                pass
-
-    def _chunks(self, path: Path, delimiter: str, header: HeaderPosition, chunk_rows: int) -> None:
-        """Put a `_Chunk` per `chunk_rows` records."""
-        # utf-8-sig drops the byte-order mark from the text, not from the byte offsets.
-        consumed = [len(codecs.BOM_UTF8) if _starts_with_bom(path) else 0]
-        with path.open(encoding="utf-8-sig", newline="") as f:
-
-            def lines():
-                for line in f:
-                    consumed[0] += len(line.encode("utf-8"))
-                    yield line
-
-            reader = csv.reader(lines(), delimiter=delimiter, strict=True)
-            ended_at = 0
-            try:
-                for _ in range(header.records_above + 1):
-                    next(reader)
-                chunk, ended_at = _Chunk(consumed[0], consumed[0]), reader.line_num
-                for row in reader:
-                    chunk.widths.append(len(row))
-                    chunk.lines.append(ended_at + 1)
-                    ended_at = reader.line_num
-                    if len(chunk.widths) == chunk_rows:
-                        chunk.end = consumed[0]
-                        self._put(chunk)
-                        chunk = _Chunk(consumed[0], consumed[0])
-            except csv.Error as e:
-                raise _csv_problem(e, ended_at + 1, reader.line_num) from e
-        chunk.end = consumed[0]
-        if chunk.widths:
-            self._put(chunk)
+            while len(chunk.widths) < records and (row := next(reader, None)) is not None:
+                chunk.widths.append(len(row))
+                chunk.lines.append(ended_at + 1)
+                ended_at = lines_above + reader.line_num
+        except csv.Error as e:
+            raise _csv_problem(e, ended_at + 1, lines_above + reader.line_num) from e
+    chunk.end = consumed[0]
+    return chunk, ended_at
 
 
 def _starts_with_bom(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+
+
+def _scan_all(path: Path, delimiter: str) -> None:
+    """Read every record with the csv module from the file's start, for the error it meets first."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        ended_at = 0
+        try:
+            for _ in reader:
+                ended_at = reader.line_num
+        except csv.Error as e:
+            raise _csv_problem(e, ended_at + 1, reader.line_num) from e
+
+
+_FEW_LINES = 256
+
+
+class _PlainLines:
+    """The file's bytes from a record boundary on, in runs of records that are plain lines."""
+
+    # Python's csv module takes 2.0 s to find the records of the 1M-row benchmark file (15 columns). A run of lines
+    # with no quote, no NUL and one kind of line ending is one record per line and one field per delimiter more, as
+    # the module reads it: polars finds those lines in 0.6 s. Runs that are not that plain go to the module
+    # (`_scan_with_csv_module`).
+
+    def __init__(self, f: io.BufferedReader, eol: str):
+        self._f, self._eol = f, eol.encode()
+        self.ahead, self._eof, self._line_bytes = b"", False, 0.0
+        self._line_ends = 0  # in `ahead`: counting bytes is most of the cost of finding lines, each is counted once
+
+    def restart(self, at: int) -> None:
+        self._f.seek(at)
+        self.ahead, self._eof, self._line_ends = b"", False, 0
+
+    def consume(self, size: int) -> None:
+        self._line_ends = self.ahead.count(self._eol, size)  # (what is left: a fraction of a chunk)
+        self.ahead = self.ahead[size:]
+
+    def fill(self, lines: int) -> bool:
+        """Read ahead until `lines` line ends are ahead or the file ends; False when nothing is left."""
+        while self._line_ends < lines and not self._eof:
+            wanted = int((lines - self._line_ends) * self._line_bytes * 1.1) if self._line_bytes else _MiB
+            more = self._f.read(max(wanted, 64 * 1024))
+            if not more:
+                self._eof = True
+                break
+            self._line_ends += more.count(self._eol)
+            self.ahead += more
+        return bool(self.ahead)
+
+    def plain_run(self, records: int) -> tuple[int, pl.Series, int] | None:
+        """(bytes, each line's length without its line end, line end length) of the next `records` plain lines, or None."""
+        ahead, eol = self.ahead, self._eol
+        cut = len(ahead) if self._eof else ahead.rfind(eol) + 1  # whole lines
+        if records <= _FEW_LINES:
+            # (small chunks, as in the test suite: not the whole read-ahead for a few lines)
+            at = 0
+            for _ in range(records):
+                if (at := ahead.find(eol, at, cut) + 1) == 0:
+                    break
+            cut = at or cut
+        terminator = 1
+        if ahead.find(b"\0", 0, cut) != -1 or ahead.find(b'"', 0, cut) != -1:
+            return None  # NUL would split the lines read below; a quote starts a quoted field
+        if eol == b"\r":
+            # A CR file with a line feed: the module would take `\r\n` as one line end, even across a read.
+            if b"\n" in ahead or (cut == len(ahead) and not self._eof):
+                return None
+        elif (carriage_returns := ahead.count(b"\r", 0, cut)) > 0:
+            # polars drops the `\r` of a `\r\n`: the byte count below needs every line to end the same way.
+            if not carriage_returns == ahead.count(b"\r\n", 0, cut) == self._line_ends - ahead.count(b"\n", cut):
+                return None
+            terminator = 2
+        try:
+            lengths = pl.read_csv(
+                ahead[:cut], has_header=False, separator="\0", quote_char=None, eol_char=eol.decode(),
+                schema={"line": pl.String}, n_rows=records, raise_if_empty=False,
+            ).select(pl.col("line").str.len_bytes().fill_null(0)).to_series()
+        except pl.exceptions.ComputeError:
+            return None  # e.g. not UTF-8: the module says so, where it occurs
+        size = int(lengths.sum() or 0) + terminator * lengths.len()
+        if self._eof and size == len(ahead) + terminator:
+            size -= terminator  # the file's last line has no line end
+        # The lines read are exactly the lines of those bytes, each ending where the module ends a line...
+        unterminated = not ahead.endswith(eol, 0, size)
+        if not 0 < size <= cut or (unterminated and not (self._eof and size == len(ahead))):
+            return None
+        if self._line_ends - ahead.count(eol, size) != lengths.len() - unterminated:
+            return None
+        # ...and none holds a field too long for the module.
+        if int(lengths.max() or 0) >= csv.field_size_limit():
+            return None
+        self._line_bytes = size / lengths.len()
+        return size, lengths, terminator
+
+
+def _plain_widths(data: bytes, lengths: pl.Series, terminator: int, cells: pl.DataFrame, delimiter: str) -> pl.Series:
+    """The field count of each plain line of `data`, as the csv module counts them: 0 for a blank line."""
+    width = cells.width
+    # A line of `width` fields is exactly its cells and the delimiters between them: only the others are counted
+    # (counting the delimiters of 1M lines takes 0.25 s).
+    cell_bytes = cells.select(pl.sum_horizontal(pl.all().str.len_bytes().fill_null(0))).to_series()
+    lines = pl.DataFrame({"length": lengths, "cells": cell_bytes}).with_row_index("i").with_columns(
+        (pl.col("length") + terminator).cum_sum().shift(1, fill_value=0).alias("at")
+    )
+    odd = lines.filter((pl.col("length") == 0) | (pl.col("length") != pl.col("cells") + width - 1))
+    widths = pl.repeat(width, lengths.len(), dtype=pl.Int64, eager=True)
+    if odd.height:
+        separator = delimiter.encode()
+        counted = [data.count(separator, at, at + n) + 1 if n else 0 for at, n in odd.select("at", "length").iter_rows()]
+        widths.scatter(odd["i"], pl.Series(counted, dtype=pl.Int64))
+    return widths
 
 
 def _read_with_csv_module(text: str, delimiter: str, width: int) -> pl.DataFrame:
@@ -352,31 +429,134 @@ def _read_with_csv_module(text: str, delimiter: str, width: int) -> pl.DataFrame
     return pl.DataFrame(rows, schema={f"c{i}": pl.String for i in range(width)}, orient="row")
 
 
-def _csv_chunks(path: Path, delimiter: str, eol: str, header: HeaderPosition, width: int, chunk_rows: int) -> Iterator[RawChunk]:
-    scanner = _RecordScanner(path, delimiter, header, chunk_rows)
+def _parse_range(data: bytes, delimiter: str, eol: str, width: int) -> pl.DataFrame:
     try:
-        with path.open("rb") as f:
-            while (chunk := scanner.next()) is not None:
-                f.seek(chunk.start)
-                data = f.read(chunk.end - chunk.start)
-                try:
-                    cells = pl.read_csv(
-                        data, has_header=False, separator=delimiter, eol_char=eol, truncate_ragged_lines=True,
-                        schema={f"c{i}": pl.String for i in range(width)}, missing_columns="insert", extra_columns="ignore",
-                        raise_if_empty=False,
-                    )
-                except pl.exceptions.ComputeError:
-                    # e.g. a quote after a space, which the csv module (and Excel) take literally
-                    cells = _read_with_csv_module(data.decode("utf-8"), delimiter, width)
-                if cells.height != len(chunk.widths):
-                    raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {len(chunk.widths)}")
-                problems = pl.Series(ROW_PROBLEM, chunk.widths, pl.Int64).to_frame().select(
-                    pl.when((pl.col(ROW_PROBLEM) != width) & (pl.col(ROW_PROBLEM) > 0))
-                    .then(pl.format("row has {} fields, the header has {}", pl.col(ROW_PROBLEM), pl.lit(width)))
-                ).to_series()
-                yield RawChunk(cells, pl.Series(SOURCE_ROW, chunk.lines, pl.Int64), problems)
+        return pl.read_csv(
+            data, has_header=False, separator=delimiter, eol_char=eol, truncate_ragged_lines=True,
+            schema={f"c{i}": pl.String for i in range(width)}, missing_columns="insert", extra_columns="ignore",
+            raise_if_empty=False,
+        )
+    except pl.exceptions.ComputeError:
+        # e.g. a quote after a space, which the csv module (and Excel) take literally
+        return _read_with_csv_module(data.decode("utf-8"), delimiter, width)
+
+
+def _same_count(cells: pl.DataFrame, records: int, path: Path) -> None:
+    if cells.height != records:
+        raise RuntimeError(f"parsers disagree on the record count of {path.name}: {cells.height} vs {records}")
+
+
+def _raw_chunk(cells: pl.DataFrame, lines: pl.Series, widths: pl.Series, width: int, path: Path) -> RawChunk:
+    """The chunk of `cells`, given each record's field count as the csv module counts them."""
+    _same_count(cells, widths.len(), path)
+    problems = widths.alias(ROW_PROBLEM).to_frame().select(
+        pl.when((pl.col(ROW_PROBLEM) != width) & (pl.col(ROW_PROBLEM) > 0))
+        .then(pl.format("row has {} fields, the header has {}", pl.col(ROW_PROBLEM), pl.lit(width)))
+    ).to_series()
+    return RawChunk(cells, lines, problems)
+
+
+class _Stopped(Exception):
+    """The reader of the items went away."""
+
+
+def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, made in a thread at most `depth` ahead of the reader, exceptions included."""
+    found: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                found.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def make() -> None:
+        try:
+            for item in items:
+                put((item, None))
+            put((end, None))
+        except _Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - handed to the reading thread, which raises it
+            try:
+                put((None, e))
+            except _Stopped:
+                pass
+        finally:
+            getattr(items, "close", lambda: None)()
+
+    threading.Thread(target=make, daemon=True).start()
+    try:
+        while True:
+            item, error = found.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
     finally:
-        scanner.close()
+        stop.set()
+
+
+@dataclass
+class _Plain:
+    """A plain run of lines (see `_PlainLines`): its bytes, each line's length and line end, its first line."""
+
+    data: bytes
+    lengths: pl.Series
+    terminator: int
+    first_line: int
+
+
+def _record_ranges(path: Path, delimiter: str, eol: str, header: HeaderPosition, chunk_rows: int) -> Iterator[_Plain | _Chunk]:
+    """Where each run of `chunk_rows` records lies: plain runs of lines found by polars, the rest by the csv module."""
+    head, lines_above = _scan_with_csv_module(path, delimiter, 0, 0, header.records_above + 1)
+    start = head.end
+    with path.open("rb") as f:
+        plain = _PlainLines(f, eol)
+        plain.restart(start)
+        while plain.fill(chunk_rows):
+            if (run := plain.plain_run(chunk_rows)) is not None:
+                size, lengths, terminator = run
+                yield _Plain(plain.ahead[:size], lengths, terminator, lines_above + 1)
+                plain.consume(size)
+                start, lines_above = start + size, lines_above + lengths.len()
+                continue
+            try:
+                chunk, lines_above = _scan_with_csv_module(path, delimiter, start, lines_above, chunk_rows)
+            except UnicodeDecodeError:
+                # Not UTF-8 after all (an `encoding` override): the error that reading from the start meets, as
+                # before (a decoding error's position counts from the start of the read).
+                _scan_all(path, delimiter)
+                raise
+            if not chunk.widths:
+                return
+            yield chunk
+            start = chunk.end
+            plain.restart(start)
+
+
+def _csv_chunks(path: Path, delimiter: str, eol: str, header: HeaderPosition, width: int, chunk_rows: int) -> Iterator[RawChunk]:
+    # Records are found in a thread ahead of polars parsing them: on a file the csv module reads (quoted fields,
+    # say), it takes longer than everything else together, as it always did.
+    with path.open("rb") as f:
+        for found in _read_ahead(_record_ranges(path, delimiter, eol, header, chunk_rows), depth=1):
+            if isinstance(found, _Plain):
+                cells, records = _parse_range(found.data, delimiter, eol, width), found.lengths.len()
+                _same_count(cells, records, path)  # the module reads a record a line
+                rows = pl.int_range(found.first_line, found.first_line + records, dtype=pl.Int64, eager=True)
+                widths = _plain_widths(found.data, found.lengths, found.terminator, cells, delimiter)
+                yield _raw_chunk(cells, rows.alias(SOURCE_ROW), widths, width, path)
+            else:
+                f.seek(found.start)
+                cells = _parse_range(f.read(found.end - found.start), delimiter, eol, width)
+                lines, widths = pl.Series(SOURCE_ROW, found.lines, pl.Int64), pl.Series(ROW_PROBLEM, found.widths, pl.Int64)
+                yield _raw_chunk(cells, lines, widths, width, path)
 
 
 def read_csv_table(path: Path, encoding: str, work_dir: Path, chunk_rows: int) -> RawTable:
@@ -500,7 +680,8 @@ def to_records(chunk: RawChunk, names: dict[str, str]) -> pl.DataFrame:
         .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW, ROW_PROBLEM).is_not_null()))
         .with_columns(pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS if f not in named)
         .select(SOURCE_ROW, *CANONICAL_FIELDS, *(n for n in named if n.startswith(EXTRA_PREFIX)), ROW_PROBLEM)
-        .collect()
+        # The default engine picks the streaming one: 3x slower on a chunk (18 ms -> 6 ms for 25,000 records).
+        .collect(engine="in-memory")
     )
 
 
