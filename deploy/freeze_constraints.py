@@ -32,7 +32,7 @@ def closure() -> dict[str, str]:
         pinned[_key(name)] = dist.version
         for line in dist.requires or []:
             requirement = Requirement(line)
-            wanted = [""] + list(extras)
+            wanted = ["", *list(extras)]
             if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in wanted):
                 continue
             todo.append((requirement.name, tuple(sorted(requirement.extras))))

@@ -4,6 +4,7 @@ import fnmatch
 import re
 import tomllib
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,6 @@ def map_headers(headers: list[str], profile: MappingProfile | None = None) -> di
     return mapping
 
 
-def maps_company(cells: list[str | None]) -> bool:
+def maps_company(cells: Sequence[str | None]) -> bool:
     """Whether a row of cells looks like a header row: one of them names the company column."""
     return any(c is not None and ALIASES.get(normalize_header(c)) == "company_name" for c in cells)

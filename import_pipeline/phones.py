@@ -40,8 +40,17 @@ _MIN_NSN = phonenumberutil._MIN_LENGTH_FOR_NSN
 _MAX_NSN = phonenumberutil._MAX_LENGTH_FOR_NSN
 _COUNTRY_CODES = sorted(str(code) for code in phonenumberutil.COUNTRY_CODE_TO_REGION_CODE)
 # The number types _number_type_helper tries; any match makes a number valid (mobile is added per region).
-_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
-          "fixed_line")
+_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+)
 # Outcomes of _test_number_length after which parse keeps the number with its national prefix stripped.
 _KEEPS_STRIPPED = (phonenumberutil.ValidationResult.IS_POSSIBLE, phonenumberutil.ValidationResult.TOO_LONG)
 
@@ -62,7 +71,10 @@ def e164_numbers(raw_numbers: list[str], region: str) -> dict[str, str]:
 def _in_helper(raw_numbers: list[str], region: str) -> dict[str, str]:
     done = subprocess.run(
         [sys.executable, "-m", "import_pipeline.phones", region],
-        input=json.dumps(raw_numbers), capture_output=True, text=True, check=True,
+        input=json.dumps(raw_numbers),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout)
 
@@ -157,25 +169,29 @@ def _plan(country_code: int, region_code: str) -> _Plan | None:
             continue
         by_lengths.setdefault(tuple(desc.possible_length), []).append(desc.national_number_pattern)
     general = metadata.general_desc
-    prefix, rule, idd = (metadata.national_prefix_for_parsing, metadata.national_prefix_transform_rule,
-                         metadata.international_prefix)
+    prefix, rule, idd = (
+        metadata.national_prefix_for_parsing,
+        metadata.national_prefix_transform_rule,
+        metadata.international_prefix,
+    )
     groups = re.compile(prefix).groups if prefix else 0
-    lengths = {
-        length: phonenumberutil._test_number_length("0" * length, metadata) for length in range(_MAX_INPUT + 1)
-    }
+    lengths = {length: phonenumberutil._test_number_length("0" * length, metadata) for length in range(_MAX_INPUT + 1)}
+    assert metadata.country_code is not None, "every region's metadata has its calling code"
     return _Plan(
         country_code=metadata.country_code,
         general=_full(general.national_number_pattern if general else None),
         general_lengths=tuple(general.possible_length) if general else (),
-        types=tuple((lengths_, "^(?:" + "|".join(f"(?:{p})" for p in patterns) + ")$")
-                    for lengths_, patterns in by_lengths.items()),
+        types=tuple(
+            (lengths_, "^(?:" + "|".join(f"(?:{p})" for p in patterns) + ")$")
+            for lengths_, patterns in by_lengths.items()
+        ),
         national_prefix=f"^({prefix})" if prefix else None,
         literal_prefix=_literal(prefix) if not rule else None,
         prefix_last_group=groups + 1,
         prefix_for_rule=f"^(?:{prefix})" if prefix else None,
         transform=re.sub(r"\\(\d)", r"${\1}", rule) if rule else None,
         # Python would raise on a rule with no group to test; other rule syntax is left to the library.
-        transform_supported=bool(rule) and groups > 0 and re.fullmatch(r"(?:\d|\\\d)*", rule) is not None,
+        transform_supported=bool(rule) and groups > 0 and re.fullmatch(r"(?:\d|\\\d)*", rule or "") is not None,
         idd=f"^({idd})" if idd else None,
         literal_idd=_literal(idd),
         keep_lengths=tuple(length for length, result in lengths.items() if result in _KEEPS_STRIPPED),
@@ -269,6 +285,7 @@ def _strip_prefix(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
         if plan.transform is not None:
             # The rule applies only when the prefix's last group took part in the match.
             took_part = x.str.extract(plan.national_prefix, plan.prefix_last_group).is_not_null()
+            assert plan.prefix_for_rule is not None, "a transform rule comes with a national prefix"
             stripped = pl.when(took_part).then(x.str.replace(plan.prefix_for_rule, plan.transform)).otherwise(stripped)
             if not plan.transform_supported:
                 unknown = whole.is_not_null() & took_part
@@ -310,7 +327,7 @@ def _parsed(phone: pl.Series, region: str) -> tuple[pl.DataFrame, list[pl.Series
     # is stripped. Rows in neither result are null.
     plan = _region_plan(region)
     region_known = region in phonenumberutil.SUPPORTED_REGIONS
-    if not region_known and (plan is not None or region == phonenumberutil.REGION_CODE_FOR_NON_GEO_ENTITY):
+    if not region_known and (plan is not None or region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY):
         # A lower-case or odd region code leads parse down paths not worth mirroring.
         return pl.DataFrame(), [phone.is_not_null().arg_true().cast(pl.UInt32)]
     frame, outside = _shaped(phone)
@@ -324,27 +341,39 @@ def _parsed(phone: pl.Series, region: str) -> tuple[pl.DataFrame, list[pl.Series
     abroad = pl.concat([plus.filter(pl.col("code").is_not_null()).select("i", d.alias("src")), plus_idd, home_idd])
     abroad = abroad.filter(pl.col("src").str.len_bytes() > _MIN_NSN)
     abroad = abroad.with_columns(_country_code(pl.col("src")).alias("code"))
-    abroad = _with_regions(abroad.filter(pl.col("code").is_not_null()).select(
-        "i",
-        pl.col("code").cast(pl.Int64).alias("cc"),
-        pl.col("src").str.slice(pl.col("code").str.len_bytes()).alias("cand"),
-    ))
+    abroad = _with_regions(
+        abroad.filter(pl.col("code").is_not_null()).select(
+            "i",
+            pl.col("code").cast(pl.Int64).alias("cc"),
+            pl.col("src").str.slice(pl.col("code").str.len_bytes()).alias("cand"),
+        )
+    )
     if plan is None:
         return abroad, [outside]
     # Starting with the region's own calling code: parse drops it if that fixes a wrong pattern or length.
     code = str(plan.country_code)
-    starts = home.lazy().filter(d.str.starts_with(code)).with_columns(d.str.slice(len(code)).alias("x"))
-    starts = _strip_prefix(starts, plan).with_columns(
-        ((~_matches(d, plan.general) & pl.col("stripped_fits")) | d.str.len_bytes().is_in(plan.too_long_lengths))
-        .alias("dropped")
-    ).collect()
+    starting = home.lazy().filter(d.str.starts_with(code)).with_columns(d.str.slice(len(code)).alias("x"))
+    starts = (
+        _strip_prefix(starting, plan)
+        .with_columns(
+            (
+                (~_matches(d, plan.general) & pl.col("stripped_fits")) | d.str.len_bytes().is_in(plan.too_long_lengths)
+            ).alias("dropped")
+        )
+        .collect()
+    )
     undecided = starts.filter("unknown")["i"]
     starts = starts.filter(~pl.col("unknown"))
-    dropped = starts.filter("dropped").select("i", pl.lit(plan.country_code, dtype=pl.Int64).alias("cc"),
-                                              pl.col("stripped").alias("cand"))
+    dropped = starts.filter("dropped").select(
+        "i", pl.lit(plan.country_code, dtype=pl.Int64).alias("cc"), pl.col("stripped").alias("cand")
+    )
     local = pl.concat([home.filter(~d.str.starts_with(code)), starts.filter(~pl.col("dropped"))], how="diagonal")
-    local = local.select("i", pl.lit(plan.country_code, dtype=pl.Int64).alias("cc"),
-                         pl.lit(region.upper()).alias("region"), d.alias("cand"))
+    local = local.select(
+        "i",
+        pl.lit(plan.country_code, dtype=pl.Int64).alias("cc"),
+        pl.lit(region.upper()).alias("region"),
+        d.alias("cand"),
+    )
     return pl.concat([abroad, _with_regions(dropped), local]), [outside, undecided]
 
 
@@ -359,12 +388,13 @@ def _with_regions(rows: pl.DataFrame) -> pl.DataFrame:
 def _finished(rows: pl.DataFrame, cc: int, region_code: str) -> tuple[pl.DataFrame, pl.Series]:
     """The rest of parse then is_valid_number for one calling code and metadata: (i, e164) if valid, undecided."""
     plan = _plan(cc, region_code)
+    assert plan is not None, f"no metadata for +{cc} {region_code}"
     x = pl.col("x")
     # Lazy, so that a calling code with a handful of numbers costs one query rather than a dozen.
-    rows = _strip_prefix(rows.lazy().select("i", pl.col("cand").alias("x")), plan)
+    stripped = _strip_prefix(rows.lazy().select("i", pl.col("cand").alias("x")), plan)
     # The stripped number is kept only if its length is possible; otherwise the candidate stays whole.
     kept = pl.col("stripped").str.len_bytes().is_in(plan.keep_lengths)
-    rows = rows.select(
+    rows = stripped.select(
         "i",
         "unknown",
         pl.when(kept).then("stripped").otherwise(x).alias("nsn"),
@@ -377,7 +407,9 @@ def _finished(rows: pl.DataFrame, cc: int, region_code: str) -> tuple[pl.DataFra
     regions = phonenumberutil.COUNTRY_CODE_TO_REGION_CODE[cc]
     if len(regions) == 1 and _plan(cc, regions[0]) is plan:
         # The general pattern was already matched while parsing.
-        valid = pl.col("fits") & nsn.str.len_bytes().is_in(plan.general_lengths) & _any_type(nsn, plan)
+        valid: pl.Expr | pl.Series = (
+            pl.col("fits") & nsn.str.len_bytes().is_in(plan.general_lengths) & _any_type(nsn, plan)
+        )
     else:
         valid = _is_valid(rows["nsn"], cc)
     found = rows.lazy().filter(valid).select("i", pl.concat_str(pl.lit(f"+{cc}"), "nsn").alias("e164")).collect()
@@ -390,8 +422,7 @@ def _is_valid(nsn: pl.Series, cc: int) -> pl.Series:
     frame = nsn.alias("nsn").to_frame()
     if len(regions) == 1:
         plan = _plan(cc, regions[0])
-        return frame.select(_valid_type(pl.col("nsn"), plan) if plan else pl.repeat(False, frame.height)
-                            ).to_series()
+        return frame.select(_valid_type(pl.col("nsn"), plan) if plan else pl.repeat(False, frame.height)).to_series()
     # region_code_for_number: the first region whose leading digits match, or (with none listed) where the
     # number is valid; then valid for that region. A number fitting no region's general pattern is invalid
     # wherever it lands, which settles most invalid numbers in one pass.
@@ -403,8 +434,8 @@ def _is_valid(nsn: pl.Series, cc: int) -> pl.Series:
     pending = frame.with_row_index("k").filter(pl.col("nsn").str.contains("|".join(f"(?:{p})" for p in general)))
     # A number no leading digits match lands in the first region without leading digits where it is valid.
     leading = [plan.leading_digits for plan in plans if plan.leading_digits is not None]
-    special = pl.col("nsn").str.contains("|".join(leading)) if leading else pl.lit(False)
-    pending = pending.with_columns(special.alias("special"))
+    is_special = pl.col("nsn").str.contains("|".join(leading)) if leading else pl.lit(False)
+    pending = pending.with_columns(is_special.alias("special"))
     plain = pending.filter(~pl.col("special"))
     for plan in plans:
         if plan.leading_digits is None and plain.height:
@@ -418,8 +449,11 @@ def _is_valid(nsn: pl.Series, cc: int) -> pl.Series:
     landing = pl.lit(None, dtype=pl.Int64)
     for index in reversed(range(len(plans))):
         plan = plans[index]
-        here = (pl.col("nsn").str.contains(plan.leading_digits) if plan.leading_digits is not None
-                else _valid_type(pl.col("nsn"), plan))
+        here = (
+            pl.col("nsn").str.contains(plan.leading_digits)
+            if plan.leading_digits is not None
+            else _valid_type(pl.col("nsn"), plan)
+        )
         landing = pl.when(here).then(index).otherwise(landing)
     special = special.with_columns(landing.alias("landing")).filter(pl.col("landing").is_not_null())
     for part in special.partition_by("landing", as_dict=False):

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import dagster as dg
 import pandera.polars as pa
@@ -16,11 +16,11 @@ from pandera.backends.polars.checks import PolarsCheckBackend
 from pandera.constants import CHECK_OUTPUT_KEY
 
 from import_pipeline.config import ValidateConfig
+from import_pipeline.parts import Parts, PartsWriter, step_output_dir
 from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
-from import_pipeline.parts import Parts, PartsWriter, step_output_dir
-from import_pipeline.state import StateFolder
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
+from import_pipeline.state import StateFolder
 from import_pipeline.summary import FileSummary
 
 # Plain ASCII addresses that email-validator certainly accepts; anything else is asked of the library.
@@ -68,10 +68,14 @@ def normalized_phone(phone: pl.Expr, frame: pl.DataFrame, region: str) -> pl.Exp
 
 def bare_host_url(website: pl.Expr) -> pl.Expr:
     """`https://www.Acme.com/about?x` -> `https://www.acme.com`; no scheme means https; no host means null."""
-    parts = website.str.strip_chars().str.extract_groups(r"^(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#:\s@]+\.[^/?#:\s@]+)(:\d+)?")
+    parts = website.str.strip_chars().str.extract_groups(
+        r"^(?:([A-Za-z][A-Za-z0-9+.-]*)://)?([^/?#:\s@]+\.[^/?#:\s@]+)(:\d+)?"
+    )
     scheme = parts.struct.field("1").str.to_lowercase().fill_null("https")
     host = parts.struct.field("2").str.to_lowercase()
-    return pl.when(host.is_not_null()).then(pl.concat_str(scheme, pl.lit("://"), host, parts.struct.field("3").fill_null("")))
+    return pl.when(host.is_not_null()).then(
+        pl.concat_str(scheme, pl.lit("://"), host, parts.struct.field("3").fill_null(""))
+    )
 
 
 def _within_length(data: pa.PolarsData, limit: int) -> pl.LazyFrame:
@@ -82,18 +86,18 @@ class LeadModel(pa.DataFrameModel):
     """What a lead must look like to be loaded; every field is text, blanks already null."""
 
     company_name: str = pa.Field(nullable=False)
-    first_name: Optional[str] = pa.Field(nullable=True)
-    last_name: Optional[str] = pa.Field(nullable=True)
-    email: Optional[str] = pa.Field(nullable=True)
-    phone: Optional[str] = pa.Field(nullable=True)
-    title: Optional[str] = pa.Field(nullable=True)
-    industry: Optional[str] = pa.Field(nullable=True)
-    company_website: Optional[str] = pa.Field(nullable=True)
-    city: Optional[str] = pa.Field(nullable=True)
-    state: Optional[str] = pa.Field(nullable=True)
-    country: Optional[str] = pa.Field(nullable=True)
-    external_id: Optional[str] = pa.Field(nullable=True)
-    notes: Optional[str] = pa.Field(nullable=True)
+    first_name: str | None = pa.Field(nullable=True)
+    last_name: str | None = pa.Field(nullable=True)
+    email: str | None = pa.Field(nullable=True)
+    phone: str | None = pa.Field(nullable=True)
+    title: str | None = pa.Field(nullable=True)
+    industry: str | None = pa.Field(nullable=True)
+    company_website: str | None = pa.Field(nullable=True)
+    city: str | None = pa.Field(nullable=True)
+    state: str | None = pa.Field(nullable=True)
+    country: str | None = pa.Field(nullable=True)
+    external_id: str | None = pa.Field(nullable=True)
+    notes: str | None = pa.Field(nullable=True)
 
     @pa.check("email", name="email_syntax", error="is not a valid email address")
     def email_syntax(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -150,7 +154,7 @@ def _model_checks(schema: pa.DataFrameSchema) -> list[tuple[str | None, pa.Check
         if not column.nullable:
             checks.append((name, None))
         checks.extend((name, check) for check in column.checks)
-    assert not any(check.raise_warning for _, check in checks if check is not None), "unscreened"
+    assert not any(getattr(check, "raise_warning", False) for _, check in checks), "unscreened"
     return checks + [(None, check) for check in schema.checks]
 
 
@@ -163,11 +167,12 @@ def suspects(records: pl.DataFrame) -> pl.Series:
     # pandera only sees the suspects (`rejected_rows`).
     frame = records.drop(ROW_PROBLEM, strict=False).lazy()
     present = set(frame.collect_schema().names())
-    outcomes = []
+    outcomes: list[pl.LazyFrame] = []
     for column, check in _MODEL_CHECKS:
         if column is not None and column not in present:
             continue  # pandera reports a missing column without naming any row
         if check is None:
+            assert column is not None, "only columns can be required"
             passed = frame.select(pl.col(column).is_not_null())
         else:
             passed = PolarsCheckBackend(check).apply(PolarsData(frame, column or "*"))
@@ -179,8 +184,8 @@ def suspects(records: pl.DataFrame) -> pl.Series:
         outcomes.append(passed.select(pl.first().alias(f"check_{len(outcomes)}")))
     failed = pl.Series("suspect", [False] * records.height, pl.Boolean)
     if outcomes:
-        passed = pl.concat(outcomes, how="horizontal").collect(engine="in-memory")
-        failed = passed.select(~pl.all_horizontal(pl.all()).alias("suspect")).to_series()
+        verdicts = pl.concat(outcomes, how="horizontal").collect(engine="in-memory")
+        failed = verdicts.select(~pl.all_horizontal(pl.all()).alias("suspect")).to_series()
     if ROW_PROBLEM in records.columns:
         failed = failed | records[ROW_PROBLEM].is_not_null()
     return failed.alias("suspect")
@@ -224,8 +229,7 @@ def _rejected(indexed: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFrame:
     return indexed.select(
         SOURCE_ROW,
         pl.struct(
-            pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(h)
-            for c, h in source_headers.items()
+            pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(h) for c, h in source_headers.items()
         )
         .struct.json_encode()
         .alias("raw_values"),
@@ -256,7 +260,9 @@ def rejected_rows(suspected: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFr
     )
     if (unexplained := indexed.filter(pl.col("reasons").is_null())).height:
         # `suspects` and the model disagree: a bug, never a row loaded or rejected for no reason.
-        raise RuntimeError(f"LeadModel accepts rows the validation screen rejects: {unexplained[SOURCE_ROW].to_list()[:10]}")
+        raise RuntimeError(
+            f"LeadModel accepts rows the validation screen rejects: {unexplained[SOURCE_ROW].to_list()[:10]}"
+        )
     return _rejected(indexed, mapping)
 
 
@@ -295,7 +301,9 @@ class _Suspects:
         self._suspects, self._rows = [], 0
 
 
-def _too_many_invalid(name: str, rejected: Parts, reasons: pl.DataFrame, rows: int, config: ValidateConfig) -> str | None:
+def _too_many_invalid(
+    name: str, rejected: Parts, reasons: pl.DataFrame, rows: int, config: ValidateConfig
+) -> str | None:
     """Why the whole import must stop, or None."""
     counts = "; ".join(f"{problem}: {n:,}" for problem, n in reasons.iter_rows())
     if config.mode == "strict" and rejected.rows:
@@ -317,7 +325,9 @@ def normalized(valid: pl.DataFrame, region: str) -> pl.DataFrame:
     hosts = sites.to_frame().select(bare_host_url(pl.col("company_website"))).to_series()
     return valid.with_columns(
         normalized_phone(pl.col("phone"), valid, region).alias(PHONE_E164),
-        pl.col("company_website").replace_strict(sites, hosts, default=None, return_dtype=pl.String).alias("company_website"),
+        pl.col("company_website")
+        .replace_strict(sites, hosts, default=None, return_dtype=pl.String)
+        .alias("company_website"),
     )
 
 
@@ -352,7 +362,12 @@ def _write_normalized(valid: PartsWriter, parts: list[pl.DataFrame], region: str
 
 
 def split_parts(
-    records: Parts, mapping: dict[str, str], region: str, valid: PartsWriter, rejected: PartsWriter, report: RejectReport
+    records: Parts,
+    mapping: dict[str, str],
+    region: str,
+    valid: PartsWriter,
+    rejected: PartsWriter,
+    report: RejectReport,
 ) -> None:
     """`split_valid` and `normalized` part by part: a part each of valid and rejected rows per part of records."""
     # Two cores: parts are screened while the ones before are normalized and written (polars releases the GIL).
@@ -363,7 +378,7 @@ def split_parts(
         for parts in _together(records.frames()):
             try:
                 flagged = suspects(pl.concat(parts, rechunk=False))
-            except Exception:  # noqa: BLE001 - pandera's own answer follows
+            except Exception:
                 flagged = None
             valid_rows = []
             if flagged is None:
@@ -375,7 +390,7 @@ def split_parts(
                     report.write(rejected_part)
                     valid_rows.append(valid_part)
             else:
-                for part, part_flagged in zip(parts, _pieces(flagged, parts)):
+                for part, part_flagged in zip(parts, _pieces(flagged, parts), strict=True):
                     batch.add(part, part_flagged)
                     valid_rows.append(part.filter(~part_flagged).drop(ROW_PROBLEM, strict=False))
             if written is not None:
@@ -387,19 +402,24 @@ def split_parts(
 
 
 @dg.op(out={"valid": dg.Out(), "rejected": dg.Out(), "summary": dg.Out()})
-def validate(context: dg.OpExecutionContext, config: ValidateConfig, state: StateFolder, records: Parts, summary: FileSummary):
+def validate(
+    context: dg.OpExecutionContext, config: ValidateConfig, state: StateFolder, records: Parts, summary: FileSummary
+):
     """Split records into valid leads and rejected rows, with a report of every rejected row."""
     started = time.perf_counter()
     outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
-    valid, rejected = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
+    valid_writer, rejected_writer = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
     report_path = state.reports_path / f"{summary.partition_key}.rejects.csv"
     with RejectReport(report_path, list(summary.mapping)) as report:
-        split_parts(records, summary.mapping, config.phone_region, valid, rejected, report)
-    valid, rejected = valid.parts(), rejected.parts()
+        split_parts(records, summary.mapping, config.phone_region, valid_writer, rejected_writer, report)
+    valid, rejected = valid_writer.parts(), rejected_writer.parts()
     reasons = top_reasons(rejected.scan())
-    metadata = {"rows_rejected": rejected.rows}
+    metadata: dict[str, Any] = {"rows_rejected": rejected.rows}
     if rejected.rows:
-        metadata |= {"reject_report": dg.MetadataValue.path(str(report_path)), "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons))}
+        metadata |= {
+            "reject_report": dg.MetadataValue.path(str(report_path)),
+            "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons)),
+        }
     stop = _too_many_invalid(Path(summary.source_file).name, rejected, reasons, summary.rows_read, config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)

@@ -232,7 +232,9 @@ def test_deploy_dockerfile_matches_compose():
     # The image installs the versions this suite runs with: every package installed here is pinned at its version.
     assert "-c deploy/constraints.txt" in runs
     pins = dict(
-        line.split("==") for line in (DEPLOY / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")
+        line.split("==")
+        for line in (DEPLOY / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
     )
     for name in ("dagster", "dagster-postgres", "polars", "pandera", "psycopg", "phonenumbers", "dagster-docker"):
         assert pins[name] == version(name), name

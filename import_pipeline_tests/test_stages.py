@@ -13,10 +13,11 @@ from import_pipeline import phones
 from import_pipeline import validate as validate_module
 from import_pipeline.config import PROJECT_ROOT, ParseConfig
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
+from import_pipeline.headers import header_index
 from import_pipeline.landing import partition_key
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
-from import_pipeline.parse import header_index, read_leads, read_records
+from import_pipeline.parse import read_leads, read_records
 from import_pipeline.parts import PartsWriter
 from import_pipeline.progress import Progress
 from import_pipeline.report import RejectReport
@@ -334,16 +335,22 @@ def test_summary_json_round_trip_and_untagged_from_older_runs():
 @pytest.mark.parametrize("check_fails_to_run", [False, True])
 def test_split_parts_gives_split_valid_chunk_by_chunk(tmp_path, monkeypatch, check_fails_to_run):
     """Screened and batched, validation keeps pandera's verdicts chunk by chunk, even when a check fails to run."""
-    chunks, mapping, _details = read_records(PROJECT_ROOT / "samples" / "leads_sample.csv", ParseConfig(chunk_rows=50), tmp_path)
+    chunks, mapping, _details = read_records(
+        PROJECT_ROOT / "samples" / "leads_sample.csv", ParseConfig(chunk_rows=50), tmp_path
+    )
     records = PartsWriter(tmp_path / "records")
     for i, chunk in enumerate(chunks):
         if i in (9, 12):  # an address only the library decides, in two chunks with invalid addresses
-            chunk = chunk.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("zoë@exämple.com")).otherwise("email").alias("email"))
+            chunk = chunk.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("zoë@exämple.com")).otherwise("email").alias("email")
+            )
         records.write(chunk)
     records = records.parts()
     if check_fails_to_run:  # pandera then reports no row for the email check in those two chunks
         accepts = validate_module._library_accepts
-        monkeypatch.setattr(validate_module, "_library_accepts", lambda address: accepts(address) if "ë" not in address else 1 / 0)
+        monkeypatch.setattr(
+            validate_module, "_library_accepts", lambda address: accepts(address) if "ë" not in address else 1 / 0
+        )
     monkeypatch.setattr(validate_module, "_TOGETHER", 120)  # groups of three parts, and their boundaries
     outputs = {}
     for way in ("chunk_by_chunk", "split_parts"):
@@ -363,9 +370,16 @@ def test_split_parts_gives_split_valid_chunk_by_chunk(tmp_path, monkeypatch, che
             (tmp_path / way / "rejects.csv").read_bytes(),
         ]
 
-    (valid, rejected, report), (expected_valid, expected_rejected, expected_report) = outputs["split_parts"], outputs["chunk_by_chunk"]
-    assert len(valid) == len(expected_valid) and all(a.equals(b) and a.schema == b.schema for a, b in zip(valid, expected_valid))
-    assert len(rejected) == len(expected_rejected) and all(a.equals(b) for a, b in zip(rejected, expected_rejected))
+    (valid, rejected, report), (expected_valid, expected_rejected, expected_report) = (
+        outputs["split_parts"],
+        outputs["chunk_by_chunk"],
+    )
+    assert len(valid) == len(expected_valid) and all(
+        a.equals(b) and a.schema == b.schema for a, b in zip(valid, expected_valid, strict=True)
+    )
+    assert len(rejected) == len(expected_rejected) and all(
+        a.equals(b) for a, b in zip(rejected, expected_rejected, strict=True)
+    )
     assert report == expected_report
     lines = set(pl.read_parquet(records.paths[9])[SOURCE_ROW]) | set(pl.read_parquet(records.paths[12])[SOURCE_ROW])
     bad_emails = pl.concat(rejected).filter(pl.col("reasons").str.contains("not a valid email"))[SOURCE_ROW]
