@@ -1,11 +1,7 @@
-"""Every setting of the pipeline: environment variables, state folders and run config."""
+"""Settings the pipeline reads from its environment, and where its state folders are."""
 
 import os
 from pathlib import Path
-from typing import Literal
-
-import dagster as dg
-from pydantic import Field
 
 HOME_ENV = "IMPORT_PIPELINE_HOME"
 DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
@@ -33,10 +29,10 @@ SENSOR_INTERVAL_SECONDS = 3
 # Files the landing sensor looks at per tick: bounds the tick's time and the cursor's size.
 MAX_FILES_PER_TICK = 100
 # Records in flight take about 2 KB each (frames and their copies): 25k records keep a 15-column import
-# near 350 MB whatever the file's size. The suite sets a tiny size through the environment so that
-# every test crosses chunk boundaries.
+# near 350 MB whatever the file's size. The suite sets a tiny size through the environment (read when a
+# run starts, `ParseConfig.rows_per_chunk`) so that every test crosses chunk boundaries.
 CHUNK_ROWS_ENV = "IMPORT_PIPELINE_CHUNK_ROWS"
-DEFAULT_CHUNK_ROWS = int(os.environ.get(CHUNK_ROWS_ENV) or 25_000)
+DEFAULT_CHUNK_ROWS = 25_000
 # Files still being written by common tools and browsers carry one of these suffixes.
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
 
@@ -91,36 +87,3 @@ def process_environment(home: Path, leads_url: str, dagster_url: str) -> dict[st
         "DAGSTER_HOME": os.environ.get(DAGSTER_HOME_ENV) or str(PROJECT_ROOT),
         DAGSTER_DIR_ENV: str(dagster_dir(home)),
     }
-
-
-class ParseConfig(dg.Config):
-    """Which file a run imports and how to read it; the sensor and `import-pipeline import` fill in the path."""
-
-    source_path: str = Field(
-        default="",
-        description="Path of the file to import. Empty: the landing-folder file named by the partition key.",
-    )
-    encoding: str = Field(default="", description="Text encoding of a CSV, e.g. cp1252. Empty: detected.")
-    sheet: str = Field(default="", description="Sheet of an XLSX/XLS workbook. Empty: the first sheet.")
-    mapping_profile: str = Field(
-        default="", description="Mapping profile name (import_pipeline/mapping_profiles). Empty: by file name."
-    )
-    max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
-    max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")
-    chunk_rows: int = Field(
-        default=DEFAULT_CHUNK_ROWS,
-        gt=0,
-        description="Records read, validated and keyed at a time: memory follows the chunk, not the file.",
-    )
-
-
-class ValidateConfig(dg.Config):
-    """How strict an import is about invalid rows."""
-
-    mode: Literal["lenient", "strict"] = Field(
-        default="lenient", description="lenient: invalid rows are set aside; strict: any invalid row fails the import."
-    )
-    max_error_rate: float = Field(
-        default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
-    )
-    phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")

@@ -4,6 +4,7 @@ CSV in any of the usual dialects and encodings, gzip-compressed CSV, XLSX and XL
 decided from the content, not the extension.
 """
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from import_pipeline.bucket import BucketStore
-from import_pipeline.config import ParseConfig, dagster_dir
+from import_pipeline.config import CHUNK_ROWS_ENV, DEFAULT_CHUNK_ROWS, dagster_dir
 from import_pipeline.csv_reader import read_csv_table
 from import_pipeline.excel_reader import read_excel_table
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable, detect_format, gunzip, text_encoding
@@ -25,6 +27,32 @@ from import_pipeline.state import StateFolder
 from import_pipeline.summary import FileSummary
 
 
+class ParseConfig(dg.Config):
+    """Which file a run imports and how to read it; the sensor and `import-pipeline import` fill in the path."""
+
+    source_path: str = Field(
+        default="",
+        description="Path of the file to import. Empty: the landing-folder file named by the partition key.",
+    )
+    encoding: str = Field(default="", description="Text encoding of a CSV, e.g. cp1252. Empty: detected.")
+    sheet: str = Field(default="", description="Sheet of an XLSX/XLS workbook. Empty: the first sheet.")
+    mapping_profile: str = Field(
+        default="", description="Mapping profile name (import_pipeline/mapping_profiles). Empty: by file name."
+    )
+    max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
+    max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")
+    chunk_rows: int = Field(
+        default=0,
+        ge=0,
+        description="Records read, validated and keyed at a time: memory follows the chunk, not the file. "
+        f"0: ${CHUNK_ROWS_ENV} when set, else {DEFAULT_CHUNK_ROWS:,}.",
+    )
+
+    def rows_per_chunk(self) -> int:
+        """`chunk_rows`, or the default read now (in the run's process), not when the code was imported."""
+        return self.chunk_rows or int(os.environ.get(CHUNK_ROWS_ENV) or DEFAULT_CHUNK_ROWS)
+
+
 def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
     """The file's cells as text, whatever its format."""
     size = path.stat().st_size
@@ -32,12 +60,12 @@ def read_table(path: Path, config: ParseConfig, work_dir: Path) -> RawTable:
         raise FileRejected(f"the file is {size / MiB:.1f} MB, above the {config.max_file_mb} MB limit")
     fmt = detect_format(path)
     if fmt in ("xlsx", "xls"):
-        return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * MiB, config.chunk_rows)
+        return read_excel_table(path, fmt, config.sheet, config.max_unzipped_mb * MiB, config.rows_per_chunk())
     if fmt == "gzip":
         path = gunzip(path, work_dir, config.max_file_mb * MiB)
         if detect_format(path) != "csv":
             raise FileRejected("unsupported format: the compressed file is not a CSV")
-    return read_csv_table(path, text_encoding(path, config.encoding), work_dir, config.chunk_rows)
+    return read_csv_table(path, text_encoding(path, config.encoding), work_dir, config.rows_per_chunk())
 
 
 def column_names(headers: list[str], mapping: dict[str, str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from import_pipeline.bucket import BucketStore
-from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS, ParseConfig
+from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS
 from import_pipeline.history import import_summary
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import (
@@ -20,6 +20,7 @@ from import_pipeline.landing import (
     partition_key,
 )
 from import_pipeline.notify import Notifier
+from import_pipeline.parse import ParseConfig
 from import_pipeline.state import StateFolder
 
 

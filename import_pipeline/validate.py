@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pandera.polars as pa
@@ -14,8 +14,8 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from pandera.api.polars.types import PolarsData
 from pandera.backends.polars.checks import PolarsCheckBackend
 from pandera.constants import CHECK_OUTPUT_KEY
+from pydantic import Field
 
-from import_pipeline.config import ValidateConfig
 from import_pipeline.parts import Parts, PartsWriter, step_output_dir
 from import_pipeline.phones import e164
 from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
@@ -34,6 +34,18 @@ NUL_SHOWN_AS = "\u2400"  # PostgreSQL text and jsonb cannot hold NUL, so rejects
 # A special-use top-level domain (`.test`, `.local`...), as email-validator refuses it: the same as extracting the
 # last label and looking it up, 4x cheaper (0.6 ms a chunk of 25,000 instead of 2.8).
 _SPECIAL_USE_TLD = r"(?i-u)\.(?:" + "|".join(SPECIAL_USE_DOMAIN_NAMES) + r")$"
+
+
+class ValidateConfig(dg.Config):
+    """How strict an import is about invalid rows."""
+
+    mode: Literal["lenient", "strict"] = Field(
+        default="lenient", description="lenient: invalid rows are set aside; strict: any invalid row fails the import."
+    )
+    max_error_rate: float = Field(
+        default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
+    )
+    phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")
 
 
 def _fast_email(email: pl.Expr) -> pl.Expr:

@@ -13,9 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from import_pipeline.config import ParseConfig
 from import_pipeline.formats import FileRejected
-from import_pipeline.parse import read_table
+from import_pipeline.parse import ParseConfig, read_table
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 if not CORPORA.is_dir():

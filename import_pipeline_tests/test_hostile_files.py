@@ -5,12 +5,11 @@ import json
 import dagster as dg
 import pytest
 
-from import_pipeline.config import ParseConfig
 from import_pipeline.definitions import defs
 from import_pipeline.formats import FileRejected
 from import_pipeline.landing import content_hash, partition_key
 from import_pipeline.launch import import_file
-from import_pipeline.parse import read_leads
+from import_pipeline.parse import ParseConfig, read_leads
 from import_pipeline.schema import SOURCE_ROW
 from import_pipeline.sensors import landing_sensor
 from import_pipeline.state import StateFolder

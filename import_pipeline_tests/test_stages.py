@@ -11,13 +11,13 @@ from psycopg import sql
 
 from import_pipeline import phones
 from import_pipeline import validate as validate_module
-from import_pipeline.config import PROJECT_ROOT, ParseConfig
+from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
 from import_pipeline.headers import header_index
 from import_pipeline.landing import partition_key
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
-from import_pipeline.parse import read_leads, read_records
+from import_pipeline.parse import ParseConfig, read_leads, read_records
 from import_pipeline.parts import PartsWriter
 from import_pipeline.progress import Progress
 from import_pipeline.report import RejectReport
@@ -384,3 +384,11 @@ def test_split_parts_gives_split_valid_chunk_by_chunk(tmp_path, monkeypatch, che
     lines = set(pl.read_parquet(records.paths[9])[SOURCE_ROW]) | set(pl.read_parquet(records.paths[12])[SOURCE_ROW])
     bad_emails = pl.concat(rejected).filter(pl.col("reasons").str.contains("not a valid email"))[SOURCE_ROW]
     assert bool(lines & set(bad_emails)) != check_fails_to_run
+
+
+def test_parse_config_chunk_size_read_when_the_run_starts(monkeypatch):
+    monkeypatch.setenv("IMPORT_PIPELINE_CHUNK_ROWS", "7")
+    assert ParseConfig().rows_per_chunk() == 7
+    assert ParseConfig(chunk_rows=50).rows_per_chunk() == 50
+    monkeypatch.delenv("IMPORT_PIPELINE_CHUNK_ROWS")
+    assert ParseConfig().rows_per_chunk() == 25_000
