@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import dagster as dg
+
 HOME_ENV = "IMPORT_PIPELINE_HOME"
 DATABASE_URL_ENV = "IMPORT_PIPELINE_DATABASE_URL"
 # The load op's concurrency pool; dagster.yaml's `pools: default_limit` caps loads running at once.
@@ -42,17 +44,30 @@ def home_dir() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).resolve()
 
 
-def apply_environment_defaults() -> None:
-    """Give the variables resources read a value, so a bare `dagster dev` works on the embedded default."""
-    os.environ.setdefault(HOME_ENV, str(home_dir()))
-    # Empty means: start or reuse the embedded server under the state folder.
-    os.environ.setdefault(DATABASE_URL_ENV, "")
-    # Notifications: the log line always; webhook and email only when configured.
-    os.environ.setdefault(UI_URL_ENV, "http://127.0.0.1:3000")
-    # The bucket sensor skips until a bucket is configured; credentials come from boto3's usual chain.
-    for optional in (WEBHOOK_URL_ENV, SMTP_HOST_ENV, SMTP_TO_ENV, S3_BUCKET_ENV, S3_PREFIX_ENV, S3_ENDPOINT_ENV):
-        os.environ.setdefault(optional, "")
-    os.environ.setdefault(SMTP_PORT_ENV, "25")
+# The default of each variable the resources read (`setting`): the embedded server under the state
+# folder, notifications by log line only, no bucket (its sensor skips; credentials: boto3's usual chain).
+RESOURCE_DEFAULTS = {
+    DATABASE_URL_ENV: "",
+    UI_URL_ENV: "http://127.0.0.1:3000",
+    WEBHOOK_URL_ENV: "",
+    SMTP_HOST_ENV: "",
+    SMTP_PORT_ENV: "25",
+    SMTP_TO_ENV: "",
+    S3_BUCKET_ENV: "",
+    S3_PREFIX_ENV: "",
+    S3_ENDPOINT_ENV: "",
+}
+
+
+def setting(name: str) -> str | dg.EnvVar:
+    """A resource field: the variable `name`, read when the resource is built, if it is set; else its default.
+
+    A bare `dagster dev` needs nothing exported, and nothing is written to the environment. A process
+    that sets the variables only after importing the definitions (the test suite) exports them first.
+    """
+    if name in os.environ:
+        return dg.EnvVar(name)
+    return str(home_dir()) if name == HOME_ENV else RESOURCE_DEFAULTS[name]
 
 
 def landing_dir(home: Path) -> Path:

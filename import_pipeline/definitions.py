@@ -1,5 +1,7 @@
 """The Dagster code location: the import job, its sensor and the resources they share."""
 
+import os
+
 import dagster as dg
 
 from import_pipeline.bucket import BucketStore
@@ -15,7 +17,7 @@ from import_pipeline.config import (
     SMTP_TO_ENV,
     UI_URL_ENV,
     WEBHOOK_URL_ENV,
-    apply_environment_defaults,
+    setting,
 )
 from import_pipeline.database import LeadsDatabase
 from import_pipeline.jobs import import_leads_job
@@ -25,8 +27,6 @@ from import_pipeline.notify import Notifier
 from import_pipeline.parts import ParquetIOManager
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 from import_pipeline.state import StateFolder
-
-apply_environment_defaults()
 
 # The import job materializes `leads` one partition (one landed file) at a time; declaring the asset
 # gives the catalog its description and partitions view.
@@ -42,18 +42,18 @@ defs = dg.Definitions(
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
-        "leads_db": LeadsDatabase(url=dg.EnvVar(DATABASE_URL_ENV), home=dg.EnvVar(HOME_ENV)),
-        "state": StateFolder(home=dg.EnvVar(HOME_ENV)),
+        "leads_db": LeadsDatabase(url=setting(DATABASE_URL_ENV), home=setting(HOME_ENV)),
+        "state": StateFolder(home=setting(HOME_ENV)),
         "bucket": BucketStore(
-            bucket=dg.EnvVar(S3_BUCKET_ENV), prefix=dg.EnvVar(S3_PREFIX_ENV), endpoint_url=dg.EnvVar(S3_ENDPOINT_ENV)
+            bucket=setting(S3_BUCKET_ENV), prefix=setting(S3_PREFIX_ENV), endpoint_url=setting(S3_ENDPOINT_ENV)
         ),
-        "io_manager": ParquetIOManager(home=dg.EnvVar(HOME_ENV)),
+        "io_manager": ParquetIOManager(home=setting(HOME_ENV)),
         "notifier": Notifier(
-            ui_url=dg.EnvVar(UI_URL_ENV),
-            webhook_url=dg.EnvVar(WEBHOOK_URL_ENV),
-            smtp_host=dg.EnvVar(SMTP_HOST_ENV),
-            smtp_port=dg.EnvVar.int(SMTP_PORT_ENV),
-            smtp_to=dg.EnvVar(SMTP_TO_ENV),
+            ui_url=setting(UI_URL_ENV),
+            webhook_url=setting(WEBHOOK_URL_ENV),
+            smtp_host=setting(SMTP_HOST_ENV),
+            smtp_port=dg.EnvVar.int(SMTP_PORT_ENV) if SMTP_PORT_ENV in os.environ else 25,
+            smtp_to=setting(SMTP_TO_ENV),
         ),
     },
 )

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# Chunks of three records: every test with more than three rows crosses chunk boundaries. Set before
-# the package is imported, since it is the default of the parse config.
+# Chunks of three records: every test with more than three rows crosses chunk boundaries.
 os.environ.setdefault("IMPORT_PIPELINE_CHUNK_ROWS", "3")
 
 import dagster as dg
@@ -16,9 +15,21 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from import_pipeline.config import dagster_storage_url, landing_dir, process_environment
+from import_pipeline.config import (
+    HOME_ENV,
+    RESOURCE_DEFAULTS,
+    dagster_storage_url,
+    home_dir,
+    landing_dir,
+    process_environment,
+)
 from import_pipeline.database import initialize_pools, migrate_once
 
+# Tests point the resources' variables at each test's own servers and folders after the definitions are
+# imported: exported first, they are read when each run builds its resources (config.setting).
+os.environ.setdefault(HOME_ENV, str(home_dir()))
+for _name, _default in RESOURCE_DEFAULTS.items():
+    os.environ.setdefault(_name, _default)
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"
 _numbers = itertools.count()
 
