@@ -44,9 +44,9 @@ def home_dir() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).resolve()
 
 
-# The default of each variable the resources read (`setting`): the embedded server under the state
-# folder, notifications by log line only, no bucket (its sensor skips; credentials: boto3's usual chain).
-RESOURCE_DEFAULTS = {
+# The defaults of the variables the resources read (`setting`) but the state folder's: the embedded server
+# under the state folder, notifications by log line only, no bucket (its sensor skips; credentials: boto3's chain).
+_RESOURCE_DEFAULTS = {
     DATABASE_URL_ENV: "",
     UI_URL_ENV: "http://127.0.0.1:3000",
     WEBHOOK_URL_ENV: "",
@@ -59,15 +59,23 @@ RESOURCE_DEFAULTS = {
 }
 
 
+def resource_defaults() -> dict[str, str]:
+    """The value of each variable the resources read, when it is not set."""
+    return {HOME_ENV: str(home_dir()), **_RESOURCE_DEFAULTS}
+
+
 def setting(name: str) -> str | dg.EnvVar:
     """A resource field: the variable `name`, read when the resource is built, if it is set; else its default.
 
     A bare `dagster dev` needs nothing exported, and nothing is written to the environment. A process
     that sets the variables only after importing the definitions (the test suite) exports them first.
     """
-    if name in os.environ:
-        return dg.EnvVar(name)
-    return str(home_dir()) if name == HOME_ENV else RESOURCE_DEFAULTS[name]
+    return dg.EnvVar(name) if name in os.environ else resource_defaults()[name]
+
+
+def int_setting(name: str) -> int:
+    """`setting` for a number (`dg.EnvVar.int` is an int to the resource)."""
+    return dg.EnvVar.int(name) if name in os.environ else int(resource_defaults()[name])
 
 
 def landing_dir(home: Path) -> Path:

@@ -1,7 +1,5 @@
 """The Dagster code location: the import job, its sensor and the resources they share."""
 
-import os
-
 import dagster as dg
 
 from import_pipeline.bucket import BucketStore
@@ -17,6 +15,7 @@ from import_pipeline.config import (
     SMTP_TO_ENV,
     UI_URL_ENV,
     WEBHOOK_URL_ENV,
+    int_setting,
     setting,
 )
 from import_pipeline.database import LeadsDatabase
@@ -52,7 +51,7 @@ defs = dg.Definitions(
             ui_url=setting(UI_URL_ENV),
             webhook_url=setting(WEBHOOK_URL_ENV),
             smtp_host=setting(SMTP_HOST_ENV),
-            smtp_port=dg.EnvVar.int(SMTP_PORT_ENV) if SMTP_PORT_ENV in os.environ else 25,
+            smtp_port=int_setting(SMTP_PORT_ENV),
             smtp_to=setting(SMTP_TO_ENV),
         ),
     },

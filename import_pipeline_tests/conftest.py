@@ -16,20 +16,18 @@ import pytest
 from psycopg import sql
 
 from import_pipeline.config import (
-    HOME_ENV,
-    RESOURCE_DEFAULTS,
     dagster_storage_url,
-    home_dir,
     landing_dir,
     process_environment,
+    resource_defaults,
 )
 from import_pipeline.database import initialize_pools, migrate_once
 
 # Tests point the resources' variables at each test's own servers and folders after the definitions are
 # imported: exported first, they are read when each run builds its resources (config.setting).
-os.environ.setdefault(HOME_ENV, str(home_dir()))
-for _name, _default in RESOURCE_DEFAULTS.items():
+for _name, _default in resource_defaults().items():
     os.environ.setdefault(_name, _default)
+
 _LEADS_TEMPLATE, _DAGSTER_TEMPLATE = "leads_template", "dagster_template"
 _numbers = itertools.count()
 
