@@ -170,8 +170,10 @@ def still_matches(keys: Sequence[str]) -> sql.Composable:
     return sql.SQL("l.deleted_at IS NULL AND l.duplicate_of IS NULL AND ({})").format(shared)
 
 
-@dg.op(out={"leads": dg.Out(), "summary": dg.Out()})
-def dedupe(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, summary: FileSummary):
+# The step keeps the name `dedupe`: it is the step users configure (`ops: dedupe: config: match_keys`) and
+# the step key that re-execution of earlier runs looks for.
+@dg.op(name="dedupe", out={"leads": dg.Out(), "summary": dg.Out()})
+def choose_match_keys(context: dg.OpExecutionContext, config: DedupeConfig, valid: Parts, summary: FileSummary):
     """Choose how rows are matched to each other and to live leads; the load applies it in SQL."""
     started = time.perf_counter()
     keys = [MatchKey(k).value for k in config.match_keys]

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from import_pipeline.archive import archive_file
-from import_pipeline.dedupe import dedupe
+from import_pipeline.dedupe import choose_match_keys
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.load import load
 from import_pipeline.parse import parse
@@ -20,5 +20,5 @@ def import_leads_job():
     """Import one landed file of leads."""
     records, parsed = parse()
     valid, rejected, validated = validate(records, parsed)
-    leads, deduped = dedupe(valid, validated)
+    leads, deduped = choose_match_keys(valid, validated)
     archive_file(load(leads, rejected, deduped))

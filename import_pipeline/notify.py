@@ -22,6 +22,8 @@ class Notifier(dg.ConfigurableResource):
     smtp_port: int = 25
     smtp_from: str = "import-pipeline@localhost"
     smtp_to: str = ""
+    # Doubles after each failed attempt: 1 s, 2 s by default.
+    webhook_retry_pause_s: float = 1.0
 
     def run_link(self, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
@@ -47,7 +49,7 @@ class Notifier(dg.ConfigurableResource):
             except (urllib.error.URLError, TimeoutError) as e:
                 log.warning(f"webhook attempt {attempt} of {WEBHOOK_ATTEMPTS} failed: {e}")
                 if attempt < WEBHOOK_ATTEMPTS:
-                    time.sleep(2 ** (attempt - 1))
+                    time.sleep(self.webhook_retry_pause_s * 2 ** (attempt - 1))
         return "failed"
 
     def _mail(self, event: str, body: dict, log: logging.Logger) -> str:

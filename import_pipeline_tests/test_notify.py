@@ -72,7 +72,9 @@ def test_notify_success_reaches_webhook_and_email(pipeline, tmp_path, webhook, m
     path.write_text(HANDMADE)
     result = import_file(path)
     run = pipeline.instance.get_run_by_id(result["run_id"])
-    notifier = Notifier(webhook_url=url, smtp_host="127.0.0.1", smtp_port=port, smtp_to="ops@example.com")
+    notifier = Notifier(
+        webhook_url=url, smtp_host="127.0.0.1", smtp_port=port, smtp_to="ops@example.com", webhook_retry_pause_s=0.01
+    )
     context = dg.build_run_status_sensor_context(
         sensor_name=import_succeeded_sensor.name,
         dagster_event=_run_event(pipeline.instance, run.run_id, dg.DagsterEventType.RUN_SUCCESS),
@@ -121,6 +123,6 @@ def test_notify_failure_carries_the_error(pipeline, tmp_path, webhook):
 
 
 def test_notify_unreachable_webhook_gives_up_without_raising():
-    notifier = Notifier(webhook_url="http://127.0.0.1:9/nothing-listens-here")
+    notifier = Notifier(webhook_url="http://127.0.0.1:9/nothing-listens-here", webhook_retry_pause_s=0.01)
     outcome = notifier.send("import failed", {"run_id": "r1", "partition_key": "p"}, dg.get_dagster_logger())
     assert outcome == {"log": "sent", "webhook": "failed"}
