@@ -1,9 +1,11 @@
 """Validate: a pandera model of a lead; rows that fail it are set aside with every reason, in plain words."""
 
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +45,9 @@ class ValidateConfig(dg.Config):
         default="lenient", description="lenient: invalid rows are set aside; strict: any invalid row fails the import."
     )
     max_error_rate: float = Field(
-        default=0.10, description="Above this share of invalid rows nothing is loaded and the run fails."
+        default=0.10,
+        description="Nothing is loaded and the run fails when the file shows more than this share of invalid rows "
+        "beyond chance (the lower end of the 95% Wilson interval): a few bad rows in a small file are set aside.",
     )
     phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")
 
@@ -313,6 +317,51 @@ class _Suspects:
         self._suspects, self._rows = [], 0
 
 
+# 95% two-sided: a 6-row file with 1 invalid row is imported (its invalid share is at least 3.0%), one with 3
+# is refused (at least 18.8%); from 10,000 rows the cut is within a point of `max_error_rate`.
+_CONFIDENCE_Z = 1.96
+
+
+def invalid_share_floor(invalid: int, rows: int) -> float:
+    """The lower end of the Wilson score interval of the invalid share: what the file shows beyond chance."""
+    if rows == 0 or invalid == 0:
+        return 0.0
+    z2, share = _CONFIDENCE_Z**2, invalid / rows
+    centre = share + z2 / (2 * rows)
+    spread = _CONFIDENCE_Z * math.sqrt(share * (1 - share) / rows + z2 / (4 * rows * rows))
+    return max(0.0, (centre - spread) / (1 + z2 / rows))
+
+
+@dataclass(frozen=True)
+class ErrorRateRule:
+    """How the error-rate guard judged a file: its invalid share, the share it shows beyond chance, the limit."""
+
+    invalid: int
+    rows: int
+    allowed: float
+
+    @property
+    def share(self) -> float:
+        return self.invalid / self.rows if self.rows else 0.0
+
+    @property
+    def floor(self) -> float:
+        return invalid_share_floor(self.invalid, self.rows)
+
+    @property
+    def refuses(self) -> bool:
+        # With no invalid row allowed, one is enough: the floor of any invalid row is above 0.
+        return self.floor > self.allowed
+
+    def explained(self) -> str:
+        """One line for the run's metadata: the numbers and the decision."""
+        verdict = "refused" if self.refuses else "within the limit"
+        return (
+            f"{self.invalid:,} of {self.rows:,} rows invalid ({self.share:.1%}); at least {self.floor:.1%} with 95% "
+            f"confidence, {'above' if self.refuses else 'not above'} the {self.allowed:.1%} allowed: {verdict}"
+        )
+
+
 def _too_many_invalid(
     name: str, rejected: Parts, reasons: pl.DataFrame, rows: int, config: ValidateConfig
 ) -> str | None:
@@ -320,11 +369,11 @@ def _too_many_invalid(
     counts = "; ".join(f"{problem}: {n:,}" for problem, n in reasons.iter_rows())
     if config.mode == "strict" and rejected.rows:
         return f"{name}: strict mode and {rejected.rows:,} of {rows:,} rows are invalid: {counts}"
-    rate = rejected.rows / rows if rows else 0.0
-    if rate > config.max_error_rate:
+    rule = ErrorRateRule(rejected.rows, rows, config.max_error_rate)
+    if rule.refuses:
         return (
-            f"{name}: {rejected.rows:,} of {rows:,} rows are invalid ({rate:.1%} > {config.max_error_rate:.1%} allowed): "
-            f"{counts}"
+            f"{name}: {rule.invalid:,} of {rows:,} rows are invalid ({rule.share:.1%}; at least {rule.floor:.1%} with "
+            f"95% confidence > {config.max_error_rate:.1%} allowed): {counts}"
         )
     return None
 
@@ -432,6 +481,8 @@ def validate(
             "reject_report": dg.MetadataValue.path(str(report_path)),
             "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons)),
         }
+    if rejected.rows and config.mode == "lenient":
+        metadata["error_rate"] = ErrorRateRule(rejected.rows, summary.rows_read, config.max_error_rate).explained()
     stop = _too_many_invalid(Path(summary.source_file).name, rejected, reasons, summary.rows_read, config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)

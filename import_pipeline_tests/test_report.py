@@ -2,8 +2,11 @@
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from import_pipeline.launch import import_file
+from import_pipeline.validate import invalid_share_floor
+from import_pipeline_tests.hostile_files import workbook
 
 RISKY = (
     "Company,Email,Note\n"
@@ -29,13 +32,7 @@ def test_report_reject_report_opens_safely_with_every_reason(pipeline, tmp_path)
         ("3", "email", "email is not a valid email address", None, '\'=HYPERLINK("http://evil")', "'+1 call"),
     ]
     assert pl.read_csv(report, n_rows=0).columns == ["line", "column", "problem", "Company", "Email", "Note"]
-    materializations = pipeline.instance.get_records_for_run(result["run_id"], of_type=dg.DagsterEventType.STEP_OUTPUT)
-    metadata = {
-        k: v.value
-        for r in materializations.records
-        if r.event_log_entry.dagster_event.step_key == "validate"
-        for k, v in r.event_log_entry.dagster_event.step_output_data.metadata.items()
-    }
+    metadata = _validate_metadata(pipeline, result["run_id"])
     assert metadata["reject_report"] == str(report)
     assert "| company_name is required | 1 |" in metadata["top_reasons"]
 
@@ -55,18 +52,68 @@ def test_report_strict_mode_fails_before_loading_anything(pipeline, tmp_path):
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0
 
 
-def test_report_error_rate_above_the_limit_fails_and_says_which_checks(pipeline, tmp_path):
-    path = tmp_path / "risky.csv"
-    path.write_text(RISKY)
+def _validate_metadata(pipeline, run_id: str) -> dict:
+    outputs = pipeline.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT)
+    return {
+        k: v.value
+        for r in outputs.records
+        if r.event_log_entry.dagster_event.step_key == "validate"
+        for k, v in r.event_log_entry.dagster_event.step_output_data.metadata.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("hubspot.csv", 6),  # a HubSpot export with one contact lacking a company
+        ("legacy.xlsx", 5),
+        ("salon.csv", 8),
+    ],
+)
+def test_report_small_file_with_one_invalid_row_imports_the_rest(pipeline, tmp_path, name, rows):
+    records = [[f"Company {i}", f"person{i}@example.com"] for i in range(rows)]
+    records[2][0] = ""
+    path = tmp_path / name
+    if name.endswith(".xlsx"):
+        path.write_bytes(workbook({"Contacts": [["Company", "Email"], *records]}))
+    else:
+        path.write_text("Company,Email\n" + "".join(f"{c},{e}\n" for c, e in records))
+
+    result = import_file(path)
+
+    assert result["status"] == "success", result["error"]
+    assert (result["rows_rejected"], result["inserted"]) == (1, rows - 1)
+    assert pipeline.scalar("SELECT count(*) FROM leads") == rows - 1
+    floor = invalid_share_floor(1, rows)
+    assert _validate_metadata(pipeline, result["run_id"])["error_rate"] == (
+        f"1 of {rows} rows invalid ({1 / rows:.1%}); at least {floor:.1%} with 95% confidence, "
+        "not above the 10.0% allowed: within the limit"
+    )
+
+
+def test_report_systematically_invalid_file_fails_and_says_which_checks(pipeline, tmp_path):
+    path = tmp_path / "shifted.csv"
+    # 12 of 40 rows without a company: a wrong column, not a few bad rows.
+    path.write_text("Company,Email\n" + "".join(f"{'' if i % 10 < 3 else 'Acme'},p{i}@acme.com\n" for i in range(40)))
 
     result = import_file(path)
 
     assert result["status"] == "failed"
     assert result["error"] == (
-        "risky.csv: 1 of 4 rows are invalid (25.0% > 10.0% allowed): company_name is required: 1; "
-        "email is not a valid email address: 1; nothing was loaded"
+        "shifted.csv: 12 of 40 rows are invalid (30.0%; at least 18.1% with 95% confidence > 10.0% allowed): "
+        "company_name is required: 12; nothing was loaded"
     )
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
+
+
+def test_report_error_rate_floor_follows_the_wilson_interval():
+    assert invalid_share_floor(0, 10) == 0.0
+    assert round(invalid_share_floor(1, 6), 4) == 0.0301
+    assert round(invalid_share_floor(3, 6), 4) == 0.1876
+    # Large files: the floor nears the share itself.
+    assert 0.099 < invalid_share_floor(100_000, 1_000_000) < 0.1
+    # Nothing allowed: one invalid row is enough to refuse.
+    assert invalid_share_floor(1, 1_000_000) > 0.0
 
 
 def test_report_phone_and_website_are_normalized_in_leads(pipeline, tmp_path):
