@@ -50,11 +50,19 @@ def _first_used_row(path: Path, sheet: str) -> int:
     return 1
 
 
+def sheet_names(path: Path) -> list[str]:
+    """The workbook's sheets, in order."""
+    try:
+        return fastexcel.read_excel(path).sheet_names
+    except fastexcel.FastExcelError as e:
+        raise FileRejected(f"not a readable workbook: {e}") from e
+
+
 def read_excel_table(path: Path, fmt: str, sheet: str, max_unzipped: int, chunk_rows: int) -> RawTable:
     """Every cell of one sheet as text, formulas as their cached values, dates as ISO text."""
     if fmt == "xlsx":
         _refuse_zip_bomb(path, max_unzipped)
-    names = fastexcel.read_excel(path).sheet_names
+    names = sheet_names(path)
     if sheet and sheet not in names:
         raise FileRejected(f"no sheet named {sheet!r}; the workbook has {names}")
     name = sheet or names[0]

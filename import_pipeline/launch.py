@@ -15,6 +15,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
+from import_pipeline.formats import FileRejected, detect_format
 from import_pipeline.history import import_summary
 from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
@@ -71,6 +72,13 @@ def run_here(
     return run.run_id
 
 
+def _is_workbook(path: Path) -> bool:
+    try:
+        return detect_format(path) in ("xlsx", "xls")
+    except FileRejected:
+        return False  # the run refuses it with its reason
+
+
 def import_file(path: Path, run_config: dict | None = None) -> dict:
     """Import `path` as its own partition and return the import's summary (see `history.import_summary`).
 
@@ -86,9 +94,12 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
             "error": f"{path}: no such file",
         }
     digest = content_hash(path)
-    key = partition_key(path.name, digest)
+    # A sheet named in run config is an import of its own; which sheet the file gives is known once it is read.
+    sheet = str((run_config or {}).get("ops", {}).get("parse", {}).get("config", {}).get("sheet") or "")
+    workbook = _is_workbook(path)
+    key = partition_key(path.name, digest, sheet if workbook else "")
     with psycopg.connect(os.environ[DATABASE_URL_ENV]) as conn, conn.cursor() as cur:
-        earlier = earlier_import(cur, key, digest)
+        earlier = earlier_import(cur, key, digest, None if workbook else "")
     if earlier:
         return {
             "run_id": earlier["run_id"],

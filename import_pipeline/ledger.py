@@ -10,11 +10,19 @@ class CountsDoNotAddUp(Exception):
     """Rows read differ from the sum of their outcomes: a bug, so nothing is committed."""
 
 
-def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str) -> dict | None:
-    """The committed import of this partition or of these bytes, if any."""
+def earlier_import(cur: psycopg.Cursor, partition_key: str, content_hash: str, sheet: str | None = "") -> dict | None:
+    """The committed import of this partition or of these bytes (this sheet of them), if any.
+
+    `sheet` None: the sheet is not known yet, so only the partition is looked for.
+    """
     cur.execute(
-        "SELECT partition_key, run_id, counts FROM imports WHERE partition_key = %s OR content_hash = %s",
-        (partition_key, content_hash),
+        """
+        SELECT partition_key, run_id, counts FROM imports
+        WHERE partition_key = %(key)s OR (content_hash = %(hash)s AND sheet = %(sheet)s)
+        ORDER BY partition_key = %(key)s DESC
+        LIMIT 1
+        """,
+        {"key": partition_key, "hash": content_hash, "sheet": sheet},
     )
     row = cur.fetchone()
     return {"partition_key": row[0], "run_id": row[1], "counts": row[2]} if row else None
@@ -24,12 +32,12 @@ def claim_import(cur: psycopg.Cursor, summary: FileSummary, run_id: str) -> int 
     """Record the import; None when this partition or these bytes were imported already."""
     cur.execute(
         """
-        INSERT INTO imports (partition_key, content_hash, run_id, source_file)
-        VALUES (%s, %s, %s, %s)
+        INSERT INTO imports (partition_key, content_hash, sheet, run_id, source_file)
+        VALUES (%s, %s, %s, %s, %s)
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
-        (summary.partition_key, summary.content_hash, run_id, summary.source_file),
+        (summary.partition_key, summary.content_hash, summary.sheet, run_id, summary.source_file),
     )
     row = cur.fetchone()
     return row[0] if row else None

@@ -86,7 +86,7 @@ def load_import(
     with conn.transaction(), conn.cursor() as cur:
         import_id = claim_import(cur, summary, run_id)
         if import_id is None:
-            earlier = earlier_import(cur, summary.partition_key, summary.content_hash)
+            earlier = earlier_import(cur, summary.partition_key, summary.content_hash, summary.sheet)
             assert earlier is not None, "the claim conflicted with an import that is not there"
             return earlier["counts"] | {
                 "already_imported_as": earlier["partition_key"],
@@ -244,7 +244,10 @@ def load(
         context.log.info(
             f"{summary.source_file}: the same bytes were imported as {counts['already_imported_as']}; skipped"
         )
-        context.add_output_metadata({"skipped": True, "already_imported_as": counts["already_imported_as"]})
+        # The earlier import's counts: what these bytes (this sheet of them) became.
+        context.add_output_metadata(
+            {"skipped": True, "already_imported_as": counts["already_imported_as"], **committed}
+        )
         return LoadResult(summary, "skipped", committed)
 
     duration = sum(summary.seconds.values())

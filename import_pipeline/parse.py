@@ -17,9 +17,9 @@ from pydantic import Field
 from import_pipeline.bucket import BucketStore
 from import_pipeline.config import CHUNK_ROWS_ENV, DEFAULT_CHUNK_ROWS, dagster_dir
 from import_pipeline.csv_reader import read_csv_table
-from import_pipeline.excel_reader import read_excel_table
+from import_pipeline.excel_reader import read_excel_table, sheet_names
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable, detect_format, gunzip, text_encoding
-from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
+from import_pipeline.landing import content_hash, find_landed_file, hash_of_key, sheet_matches_key, sheet_of_key
 from import_pipeline.mapping import MappingError, choose_profile, map_headers
 from import_pipeline.parts import PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
@@ -157,6 +157,28 @@ def source_file(
     return path, digest
 
 
+def sheet_for_partition(path: Path, key: str, configured: str) -> str:
+    """The sheet a workbook's partition imports: the one its key names, else the configured one or the first."""
+    if not (configured or sheet_of_key(key)) or detect_format(path) not in ("xlsx", "xls"):
+        return configured
+    names = sheet_names(path)
+    if not sheet_of_key(key):
+        if configured and names and configured != names[0]:
+            raise FileRejected(
+                f"partition {key!r} is the workbook's first sheet ({names[0]!r}), not {configured!r}: "
+                "import that sheet as its own partition (`import-pipeline import FILE` with `sheet` in run config)"
+            )
+        return configured
+    named = [n for n in names if sheet_matches_key(n, key)]
+    if configured and configured not in named:
+        raise FileRejected(f"partition {key!r} is the sheet {sheet_of_key(key)!r}, but run config names {configured!r}")
+    if not named:
+        raise FileRejected(
+            f"no sheet matches {sheet_of_key(key)!r}, the sheet of partition {key!r}; the workbook has {names}"
+        )
+    return configured or named[0]
+
+
 @dg.op(out={"records": dg.Out(), "summary": dg.Out()})
 def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolder, bucket: BucketStore):
     """Read the partition's file into text columns mapped to the canonical lead fields."""
@@ -167,6 +189,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
     writer = PartsWriter(step_output_dir(state.home, context.run_id, str(context.op_handle)) / "records")
     try:
+        config = config.model_copy(update={"sheet": sheet_for_partition(path, context.partition_key, config.sheet)})
         chunks, mapping, details = read_records(path, config, work_dir)
         for chunk in chunks:
             writer.write(chunk)
@@ -187,6 +210,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
         mapping=mapping,
         rows_read=records.rows,
         seconds={"parse": time.perf_counter() - started},
+        sheet=details.get("sheet") or "",
     )
     context.add_output_metadata(
         {

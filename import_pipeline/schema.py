@@ -282,6 +282,19 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
             """
         ).format(email_key_body=_EMAIL_KEY_BODY),
     ),
+    (
+        8,
+        "each sheet of a workbook is an import of its own",
+        sql.SQL(
+            """
+            -- The same bytes are one import per sheet: "" for a CSV, and for workbooks imported before this
+            -- migration (their sheet was not recorded). `imports` is the pipeline's own table, not `leads`.
+            ALTER TABLE imports ADD COLUMN sheet text NOT NULL DEFAULT '';
+            ALTER TABLE imports DROP CONSTRAINT imports_content_hash_key;
+            ALTER TABLE imports ADD CONSTRAINT imports_content_hash_sheet_key UNIQUE (content_hash, sheet);
+            """
+        ),
+    ),
 )
 
 

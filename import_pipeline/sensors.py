@@ -18,6 +18,7 @@ from import_pipeline.landing import (
     landed_entries,
     landed_files_partitions_def,
     partition_key,
+    sheet_of_key,
 )
 from import_pipeline.notify import Notifier
 from import_pipeline.parse import ParseConfig
@@ -95,7 +96,8 @@ def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PE
 def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
     """Add a partition and request a run for every new, completely written file in the landing folder."""
     scan = scan_landing(state.landing_path, LandingCursor.parse(context.cursor))
-    known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(LANDED_FILES)}
+    # A sheet imported by name is not the file's import: the first sheet still is when the file lands.
+    known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(LANDED_FILES) if not sheet_of_key(k)}
     requests, skipped = [], []
     for entry in scan.ready:
         key = partition_key(entry.name, content_hash(Path(entry.path)))

@@ -17,6 +17,7 @@ class FileSummary:
     mapping: dict[str, str]  # source header -> canonical field
     rows_read: int
     seconds: dict[str, float]  # each step's duration so far
+    sheet: str = ""  # the workbook's sheet imported; "" for a CSV: with the hash, what the import is of
     rows_valid: int = 0
     rows_rejected: int = 0
     match_keys: tuple[str, ...] = ()

@@ -7,6 +7,7 @@ import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.load import LEADS_ASSET
+from import_pipeline_tests.hostile_files import workbook
 from import_pipeline_tests.shared import FILLER, HANDMADE, HANDMADE_COUNTS
 
 
@@ -141,6 +142,42 @@ def test_import_job_same_bytes_again_are_skipped(pipeline, tmp_path):
     assert _counts(again) == HANDMADE_COUNTS
     assert pipeline.scalar("SELECT count(*) FROM leads") == 5 + FILLER
     assert pipeline.scalar("SELECT count(*) FROM imports") == 1
+
+
+def test_import_job_each_sheet_is_an_import_of_its_own(pipeline, tmp_path):
+    path = tmp_path / "events.xlsx"
+    path.write_bytes(
+        workbook(
+            {
+                "Leads 1": [["Company", "Email"], ["Acme", "ann@acme.com"], ["Beta", "bob@beta.com"]],
+                "Leads 2": [["Company", "Email"], ["Gamma", "gus@gamma.com"]],
+            }
+        )
+    )
+    second = import_file(path, {"ops": {"parse": {"config": {"sheet": "Leads 2"}}}})
+    first = import_file(path, {"ops": {"parse": {"config": {"sheet": "Leads 1"}}}})
+    default = import_file(path)  # the first sheet, as the landing sensor imports a workbook
+
+    assert (second["status"], second["inserted"], second["partition_key"].split("@")[0]) == (
+        "success",
+        1,
+        "events.xlsx~Leads_2",
+    )
+    assert (first["status"], first["inserted"], first["partition_key"].split("@")[0]) == (
+        "success",
+        2,
+        "events.xlsx~Leads_1",
+    )
+    assert (default["status"], default["already_imported_as"], default["inserted"]) == (
+        "skipped",
+        first["partition_key"],
+        2,
+    )
+    assert pipeline.query("SELECT company_name FROM leads ORDER BY id") == [("Gamma",), ("Acme",), ("Beta",)]
+    assert pipeline.query("SELECT partition_key, sheet FROM imports ORDER BY id") == [
+        (second["partition_key"], "Leads 2"),
+        (first["partition_key"], "Leads 1"),
+    ]
 
 
 @pytest.mark.parametrize(

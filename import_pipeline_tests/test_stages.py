@@ -13,11 +13,12 @@ from import_pipeline import phones
 from import_pipeline import validate as validate_module
 from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
+from import_pipeline.formats import FileRejected
 from import_pipeline.headers import header_index
 from import_pipeline.landing import partition_key
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation
 from import_pipeline.mapping import MappingError, map_headers, normalize_header
-from import_pipeline.parse import ParseConfig, read_leads, read_records
+from import_pipeline.parse import ParseConfig, read_leads, read_records, sheet_for_partition
 from import_pipeline.parts import PartsWriter
 from import_pipeline.progress import Progress
 from import_pipeline.report import RejectReport
@@ -34,6 +35,7 @@ from import_pipeline.validate import (
     split_valid,
     valid_email,
 )
+from import_pipeline_tests.hostile_files import workbook
 
 
 @pytest.mark.parametrize(
@@ -392,3 +394,23 @@ def test_parse_config_chunk_size_read_when_the_run_starts(monkeypatch):
     assert ParseConfig(chunk_rows=50).rows_per_chunk() == 50
     monkeypatch.delenv("IMPORT_PIPELINE_CHUNK_ROWS")
     assert ParseConfig().rows_per_chunk() == 25_000
+
+
+def test_sheet_for_partition_follows_the_key_and_refuses_a_mismatch(tmp_path):
+    path = tmp_path / "events.xlsx"
+    path.write_bytes(workbook({"Leads 1": [["Company"], ["Acme"]], "Leads 2": [["Company"], ["Beta"]]}))
+    first, second = partition_key(path.name, "ab" * 32), partition_key(path.name, "ab" * 32, "Leads 2")
+
+    assert second == "events.xlsx~Leads_2@abababababababab"
+    assert sheet_for_partition(path, second, "") == "Leads 2"
+    assert sheet_for_partition(path, first, "") == ""
+    assert sheet_for_partition(path, first, "Leads 1") == "Leads 1"
+    with pytest.raises(FileRejected) as refused:
+        sheet_for_partition(path, first, "Leads 2")
+    assert str(refused.value) == (
+        f"partition {first!r} is the workbook's first sheet ('Leads 1'), not 'Leads 2': import that sheet as its "
+        "own partition (`import-pipeline import FILE` with `sheet` in run config)"
+    )
+    with pytest.raises(FileRejected) as refused:
+        sheet_for_partition(path, partition_key(path.name, "ab" * 32, "Leads 3"), "")
+    assert "no sheet matches 'Leads_3'" in str(refused.value)
