@@ -21,7 +21,7 @@ from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, 
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
 from import_pipeline.parts import Parts
 from import_pipeline.progress import Laps
-from import_pipeline.schema import COUNT_KEYS, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
+from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.strategies import LostRaces, apply_strategy
 from import_pipeline.summary import FileSummary, LoadResult
@@ -64,6 +64,30 @@ def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
     if log is not None:
         log.info("load: waiting for another import to finish writing leads")
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
+
+
+def _link_resubmitted_rows(cur: psycopg.Cursor, summary: FileSummary, import_id: int) -> None:
+    """Record where each row of a corrected reject report was rejected (`resubmitted_rows`)."""
+    if not summary.origins:
+        return
+    origins = (
+        pl.read_parquet(path).select(
+            pl.lit(import_id).alias("import_id"),
+            SOURCE_ROW,
+            pl.col(ORIGIN_IMPORT).alias("rejected_in"),
+            pl.col(ORIGIN_ROW).alias("rejected_row"),
+        )
+        for path in summary.origins
+    )
+    columns = ("import_id", SOURCE_ROW, "rejected_in", "rejected_row")
+    copy_frames(cur, sql.Identifier("resubmitted_rows"), columns, origins, 0)
+    cur.execute(
+        """
+        UPDATE resubmitted_rows r SET rejected_in_import = i.id FROM imports i
+        WHERE r.import_id = %s AND i.partition_key = r.rejected_in
+        """,
+        (import_id,),
+    )
 
 
 def load_import(
@@ -150,6 +174,7 @@ def load_import(
             (chunk.with_columns(import_id=pl.lit(import_id)) for chunk in rejected.frames()),
             rejected.rows,
         )
+        _link_resubmitted_rows(cur, summary, import_id)
         counts = {"rows_read": summary.rows_read, "rows_valid": summary.rows_valid, "rows_rejected": stored_rejects}
         counts |= {OUTCOME_COUNTS[action]: by_action[action] for action in OUTCOMES}
         check_conservation(counts)
@@ -262,6 +287,10 @@ def load(
         "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in summary.seconds.items()}),
         "load_seconds": dg.MetadataValue.json(laps.seconds),
     }
+    if summary.origins:
+        # A corrected reject report: how many of its rows came from each earlier import (`resubmitted_rows`).
+        by_import = pl.scan_parquet(list(summary.origins)).group_by(ORIGIN_IMPORT).len().sort(ORIGIN_IMPORT).collect()
+        metadata["resubmitted_from"] = dg.MetadataValue.json({str(k): n for k, n in by_import.iter_rows()})
     context.log_event(
         dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
     )

@@ -1,11 +1,12 @@
-"""Reject report: one CSV per import with every rejected row and reason, safe to open in a spreadsheet."""
+"""Reject report: one CSV per import with every rejected row and its reasons, safe to open in a spreadsheet, and
+ready to be corrected and dropped back into the landing folder."""
 
 from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
 
-from import_pipeline.schema import SOURCE_ROW
+from import_pipeline.schema import REPORT_IMPORT, REPORT_LINE, REPORT_PROBLEMS, SOURCE_ROW
 
 REASON = pl.Struct({"column": pl.String, "problem": pl.String})
 # Spreadsheets run a cell starting with one of these as a formula.
@@ -45,23 +46,36 @@ def neutralise(value: pl.Expr) -> pl.Expr:
     return pl.when(value.str.contains(FORMULA_START)).then(pl.lit("'") + value).otherwise(value)
 
 
-def report_rows(rejected: pl.DataFrame, headers: list[str]) -> pl.DataFrame:
-    """`line, column, problem` and then the row's raw values under the user's own headers."""
+def report_rows(rejected: pl.DataFrame, headers: list[str], partition_key: str) -> pl.DataFrame:
+    """One row per rejected line: the line, every reason, the row's raw values under the user's own headers, and
+    the import it was rejected in (so a corrected copy can be imported and linked back)."""
     raw_type = pl.Struct({h: pl.String for h in headers})
     raw = rejected.select(
-        pl.col(SOURCE_ROW).alias("line"), pl.col("raw_values").str.json_decode(raw_type).alias("raw")
+        pl.col(SOURCE_ROW).alias(REPORT_LINE), pl.col("raw_values").str.json_decode(raw_type).alias("raw")
     ).unnest("raw")
-    report = (
-        reasons_by_line(rejected.lazy()).collect().join(raw, on="line", how="left").sort("line", maintain_order=True)
+    why = (
+        reasons_by_line(rejected.lazy())
+        .group_by("line", maintain_order=True)
+        .agg(pl.col("problem").str.join("; ").alias(REPORT_PROBLEMS))
+        .rename({"line": REPORT_LINE})
+        .collect()
     )
-    return report.with_columns(neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String)
+    report = (
+        raw.join(why, on=REPORT_LINE, how="left", maintain_order="left")
+        .select(REPORT_LINE, REPORT_PROBLEMS, *raw.columns[1:])
+        .with_columns(pl.lit(partition_key).alias(REPORT_IMPORT))
+        .sort(REPORT_LINE, maintain_order=True)
+    )
+    return report.with_columns(
+        neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String and c != REPORT_IMPORT
+    )
 
 
 class RejectReport:
     """The reject report of one import, written chunk by chunk; no file when no row is rejected."""
 
-    def __init__(self, path: Path, headers: list[str]):
-        self.path, self.headers = path, headers
+    def __init__(self, path: Path, headers: list[str], partition_key: str):
+        self.path, self.headers, self.partition_key = path, headers, partition_key
         self._file: BinaryIO | None = None
 
     def write(self, rejected: pl.DataFrame) -> None:
@@ -71,9 +85,9 @@ class RejectReport:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("wb")
             # The byte-order mark makes Excel read the file as UTF-8: accents survive a double-click.
-            report_rows(rejected, self.headers).write_csv(self._file, include_bom=True)
+            report_rows(rejected, self.headers, self.partition_key).write_csv(self._file, include_bom=True)
         else:
-            report_rows(rejected, self.headers).write_csv(self._file, include_header=False)
+            report_rows(rejected, self.headers, self.partition_key).write_csv(self._file, include_header=False)
 
     def __enter__(self) -> "RejectReport":
         return self

@@ -25,6 +25,11 @@ MAX_LENGTH = {field: DEFAULT_MAX_LENGTH for field in CANONICAL_FIELDS} | {"email
 SOURCE_ROW = "source_row"  # the line of the file a record starts on
 ROW_PROBLEM = "row_problem"  # what is wrong with the record's shape (too many fields...), or null
 EXTRA_PREFIX = "extra."  # a source column no field maps to; leads keep them as one JSON object, `extra`
+# The reject report's own columns: a corrected report dropped back into the landing folder is recognised by
+# them, and they are never stored as data; each resubmitted row is linked to the import and line it came from.
+REPORT_LINE, REPORT_PROBLEMS, REPORT_IMPORT = "Rejected line", "Why rejected", "Rejected in import"
+REPORT_COLUMNS = (REPORT_LINE, REPORT_PROBLEMS, REPORT_IMPORT)
+ORIGIN_IMPORT, ORIGIN_ROW = "origin_import", "origin_row"  # a resubmitted record's import (partition) and line
 PHONE_E164, EXTRA, OWNER, EXTERNAL_SOURCE = "phone_e164", "extra", "owner", "external_source"
 
 # A valid row's outcome (`lead_history.action`) and the import count it adds to.
@@ -292,6 +297,35 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
             ALTER TABLE imports ADD COLUMN sheet text NOT NULL DEFAULT '';
             ALTER TABLE imports DROP CONSTRAINT imports_content_hash_key;
             ALTER TABLE imports ADD CONSTRAINT imports_content_hash_sheet_key UNIQUE (content_hash, sheet);
+            """
+        ),
+    ),
+    (
+        9,
+        "rows of a corrected reject report, linked to the import and line they were rejected in",
+        sql.SQL(
+            """
+            CREATE TABLE resubmitted_rows (
+                import_id bigint NOT NULL REFERENCES imports (id) ON DELETE CASCADE,
+                source_row integer NOT NULL,
+                rejected_in text,  -- the partition the report row names, as the user left it
+                rejected_in_import bigint REFERENCES imports (id) ON DELETE SET NULL,
+                rejected_row integer,
+                PRIMARY KEY (import_id, source_row)
+            );
+            CREATE INDEX resubmitted_rows_rejected_in ON resubmitted_rows (rejected_in_import, rejected_row);
+            CREATE OR REPLACE VIEW import_outcomes AS
+                SELECT o.*, r.rejected_in_import AS resubmitted_from_import, r.rejected_row AS resubmitted_from_row
+                FROM (
+                    SELECT import_id, source_row, lead_id, action, duplicate_of_row, changes FROM lead_history
+                    UNION ALL
+                    SELECT l.created_by_import, l.source_row, l.id, 'inserted', NULL, NULL FROM leads l
+                    WHERE l.created_by_import IS NOT NULL AND NOT EXISTS (
+                        SELECT FROM lead_history h
+                        WHERE h.import_id = l.created_by_import AND h.source_row = l.source_row
+                    )
+                ) o
+                LEFT JOIN resubmitted_rows r ON r.import_id = o.import_id AND r.source_row = o.source_row;
             """
         ),
     ),

@@ -18,6 +18,9 @@ class FileSummary:
     rows_read: int
     seconds: dict[str, float]  # each step's duration so far
     sheet: str = ""  # the workbook's sheet imported; "" for a CSV: with the hash, what the import is of
+    # Parquet parts of a corrected reject report's origins: each record's line, and the import and line it was
+    # rejected in (schema.ORIGIN_IMPORT, ORIGIN_ROW). Empty for any other file.
+    origins: tuple[str, ...] = ()
     rows_valid: int = 0
     rows_rejected: int = 0
     match_keys: tuple[str, ...] = ()
@@ -25,7 +28,9 @@ class FileSummary:
     source: str = "default"  # the system the file's external ids belong to
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "match_keys", tuple(self.match_keys))  # a list, when read back from JSON
+        # Lists, when read back from JSON.
+        object.__setattr__(self, "match_keys", tuple(self.match_keys))
+        object.__setattr__(self, "origins", tuple(self.origins))
 
     def after(self, step: str, started: float, **changes: Any) -> "FileSummary":
         """This summary with `changes`, and `step`'s seconds since `started` (`time.perf_counter()`)."""

@@ -471,7 +471,7 @@ def validate(
     outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
     valid_writer, rejected_writer = PartsWriter(outputs / "valid"), PartsWriter(outputs / "rejected")
     report_path = state.reports_path / f"{summary.partition_key}.rejects.csv"
-    with RejectReport(report_path, list(summary.mapping)) as report:
+    with RejectReport(report_path, list(summary.mapping), summary.partition_key) as report:
         split_parts(records, summary.mapping, config.phone_region, valid_writer, rejected_writer, report)
     valid, rejected = valid_writer.parts(), rejected_writer.parts()
     reasons = top_reasons(rejected.scan())

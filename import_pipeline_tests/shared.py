@@ -57,13 +57,16 @@ CREATE TRIGGER fail_first_load BEFORE INSERT ON leads FOR EACH STATEMENT EXECUTE
 
 
 def tables(pipeline) -> dict:
-    """The rows an import leaves in leads, rejected_rows and imports, to compare two runs."""
+    """The rows an import leaves in leads, rejected_rows, resubmitted_rows and imports, to compare two runs."""
     return {
         "leads": pipeline.query(
             "SELECT source_row, company_name, first_name, last_name, email, email_key, phone, notes, source_file "
             "FROM leads ORDER BY source_row"
         ),
         "rejected": pipeline.query("SELECT source_row, raw_values, reasons FROM rejected_rows ORDER BY source_row"),
+        "resubmitted": pipeline.query(
+            "SELECT source_row, rejected_in, rejected_row FROM resubmitted_rows ORDER BY source_row"
+        ),
         "imports": pipeline.query("SELECT partition_key, content_hash, counts FROM imports"),
     }
 
@@ -72,3 +75,12 @@ def started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """The steps a run started, in order."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
     return [r.event_log_entry.dagster_event.step_key for r in records]
+
+
+# A corrected reject report of an import that never ran here: its rows link to a partition by name only.
+RESUBMITTED = (
+    "Rejected line,Why rejected,Company,Email,Phone,Rejected in import\n"
+    "3,company_name is required,Beta,bob@beta.com,'+1 415 555 0101,event.csv@0123456789abcdef\n"
+    "7,email is not a valid email address,Gamma,gus@gamma.com,,event.csv@0123456789abcdef\n"
+    "9,company_name is required,,eve@eps.com,,event.csv@0123456789abcdef\n"
+)

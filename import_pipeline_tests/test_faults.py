@@ -16,12 +16,14 @@ import pytest
 
 from import_pipeline.database import migrate_once
 from import_pipeline.launch import import_file
-from import_pipeline_tests.shared import CLI, FILLER, HANDMADE, tables
+from import_pipeline_tests.shared import CLI, FILLER, HANDMADE, RESUBMITTED, tables
 
 BLOCKED_AT = {
     # After the new leads are written, before the transaction ends (the load holds their row locks).
     "merge": ("lead_history", "INSERT INTO lead_history"),
     "copy": ("rejected_rows", 'COPY "rejected_rows"'),
+    # A corrected reject report: its rows' links to where they were rejected.
+    "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"'),
 }
 
 
@@ -63,10 +65,10 @@ def _clean_tables(make_pipeline, path) -> dict:
     return tables(clean)
 
 
-@pytest.mark.parametrize("step", ["copy", "merge"])
+@pytest.mark.parametrize("step", ["copy", "merge", "resubmitted"])
 def test_faults_sigkill_then_retry_equals_clean_run(make_pipeline, tmp_path, step):
     path = tmp_path / "handmade.csv"
-    path.write_text(HANDMADE)
+    path.write_text(RESUBMITTED if step == "resubmitted" else HANDMADE)
     expected = _clean_tables(make_pipeline, path)
     pipeline = make_pipeline()
 

@@ -357,7 +357,7 @@ def test_split_parts_gives_split_valid_chunk_by_chunk(tmp_path, monkeypatch, che
     outputs = {}
     for way in ("chunk_by_chunk", "split_parts"):
         valid, rejected = PartsWriter(tmp_path / way / "valid"), PartsWriter(tmp_path / way / "rejected")
-        with RejectReport(tmp_path / way / "rejects.csv", list(mapping)) as report:
+        with RejectReport(tmp_path / way / "rejects.csv", list(mapping), "p@1") as report:
             if way == "split_parts":
                 split_parts(records, mapping, "US", valid, rejected, report)
             else:
