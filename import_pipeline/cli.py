@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import dagster as dg
+import psycopg
+import yaml
 
 from import_pipeline.config import (
     DATABASE_URL_ENV,
@@ -25,9 +28,72 @@ from import_pipeline.embedded_server import (
     start_embedded_server,
     stop_embedded_server,
 )
+from import_pipeline.run_config import RunConfigError, check_run_config
 from import_pipeline.schema import COUNT_KEYS
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
+
+# Exit codes (README, "Command line").
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad arguments or run config: nothing ran."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors raise, so that `--json` still gets its one object."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _database_unreachable(url: str, error: psycopg.OperationalError) -> str:
+    """One line naming the server (never the password) and the driver's first line."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    except psycopg.ProgrammingError:
+        where = "the configured URL"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"the leads database at {where} is unreachable: {first}"
+
+
+def _log_file() -> Path:
+    return home_dir() / "logs" / "import-pipeline.log"
+
+
+def _keep_traceback(error: BaseException) -> Path | None:
+    """Append the traceback to the state folder's log (the terminal gets one line); where it went."""
+    try:
+        path = _log_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write("".join(traceback.format_exception(error)))
+        return path
+    except OSError:
+        return None
+
+
+def _read_run_config(path: str | None) -> dict:
+    """The `--config` YAML as a run config, checked whole (`run_config.check_run_config`)."""
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror or e}") from None
+    try:
+        run_config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"--config {path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    try:
+        check_run_config(run_config)
+    except RunConfigError as e:
+        raise UsageError(f"--config {path}: {e}") from None
+    return run_config
 
 
 def bootstrap() -> str:
@@ -45,7 +111,7 @@ def bootstrap() -> str:
         leads_url = start_embedded_server(home, keep_running=True)
         dagster_url = dagster_storage_url(embedded_dagster_url(leads_url))
     migrate_once(leads_url)
-    os.environ.update(process_environment(home, leads_url, dagster_url))
+    os.environ.update(process_environment(home, leads_url, dagster_url, embedded=not configured))
     with dg.DagsterInstance.get() as instance:
         initialize_pools(instance)
     return leads_url
@@ -98,12 +164,8 @@ def _report_stop(outcome: StopOutcome) -> None:
 def _import(args: argparse.Namespace) -> int:
     from import_pipeline.launch import import_file
 
+    run_config = _read_run_config(args.config)  # before the database: a bad config needs no server
     bootstrap()
-    run_config: dict = {}
-    if args.config:
-        import yaml
-
-        run_config = yaml.safe_load(Path(args.config).read_text()) or {}
     result = import_file(Path(args.path), run_config)
     if args.json:
         print(json.dumps(result, default=str))
@@ -192,7 +254,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `import-pipeline` command."""
-    parser = argparse.ArgumentParser(prog="import-pipeline", description=__doc__)
+    parser = _Parser(prog="import-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     dev = commands.add_parser("dev", help="start the Dagster UI, daemon, sensors and schedules")
@@ -225,8 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     stop.add_argument("--force", action="store_true", help="stop it anyway, ending every session")
     stop.set_defaults(handler=_stop)
 
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    arguments = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in arguments
+    try:
+        args = parser.parse_args(arguments)
+        return args.handler(args)
+    except (UsageError, RunConfigError) as e:
+        return _refuse(as_json, str(e), EXIT_USAGE)
+    except psycopg.OperationalError as e:
+        url = os.environ.get(DATABASE_URL_ENV, "")
+        _keep_traceback(e)
+        return _refuse(as_json, _database_unreachable(url, e), EXIT_DATABASE)
+    except Exception as e:
+        log = _keep_traceback(e)
+        first = (str(e).strip().splitlines() or [""])[0]
+        where = f"; the traceback is in {log}" if log else ""
+        return _refuse(as_json, f"unexpected error ({type(e).__name__}): {first}{where}", EXIT_FAILED)
+
+
+def _refuse(as_json: bool, error: str, code: int) -> int:
+    """Report a failure that ran no import: one JSON object with `--json`, else one line on stderr."""
+    if as_json:
+        print(json.dumps({"run_id": None, "partition_key": None, "status": "failed", "error": error}))
+    else:
+        print(error if error.startswith("import-pipeline") else f"import-pipeline: {error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import psycopg
 from psycopg import sql
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from import_pipeline.parts import Parts
 from import_pipeline.summary import FileSummary
@@ -39,6 +39,7 @@ class DedupeConfig(dg.Config):
 
     match_keys: list[MatchKey] = Field(
         default=["email"],  # type: ignore[list-item]  # Dagster keeps defaults as plain values, not enum members
+        min_length=1,
         description="Match keys in priority order: normalized email; external_id within `source`; "
         "phone (E.164) with the normalized company name (weaker, opt in).",
     )
@@ -47,6 +48,13 @@ class DedupeConfig(dg.Config):
         description="Which occurrence of a key within the file is kept; the others are in-file duplicates.",
     )
     source: str = Field(default="default", description="The source that external ids belong to.")
+
+    @field_validator("match_keys")
+    @classmethod
+    def _each_key_once(cls, keys: list[MatchKey]) -> list[MatchKey]:
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"each match key at most once: {[str(k) for k in keys]}")
+        return keys
 
 
 def keys_with_email(keys: Sequence[str]) -> list[str]:

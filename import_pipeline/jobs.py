@@ -1,4 +1,4 @@
-"""The import job: parse, validate, dedupe and load one landed file, one partition per file."""
+"""The import job: check its config, then parse, validate, dedupe and load one landed file, one partition per file."""
 
 import dagster as dg
 
@@ -7,6 +7,7 @@ from import_pipeline.dedupe import choose_match_keys
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.load import load
 from import_pipeline.parse import parse
+from import_pipeline.run_config import check_config
 from import_pipeline.validate import validate
 
 
@@ -18,7 +19,7 @@ from import_pipeline.validate import validate
 )
 def import_leads_job():
     """Import one landed file of leads."""
-    records, parsed = parse()
+    records, parsed = parse(check_config())
     valid, rejected, validated = validate(records, parsed)
     leads, deduped = choose_match_keys(valid, validated)
     archive_file(load(leads, rejected, deduped))

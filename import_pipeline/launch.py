@@ -19,6 +19,7 @@ from import_pipeline.formats import FileRejected, detect_format
 from import_pipeline.history import import_summary
 from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
+from import_pipeline.run_config import check_against_job
 from import_pipeline.schema import COUNT_KEYS
 
 
@@ -50,6 +51,7 @@ def run_here(
     """Run the import job in this process, as a run the UI can re-execute; from the failed step when `parent` is given."""
     job = dg.reconstructable(resolved_import_leads_job)
     job_def = job.get_definition()
+    check_against_job(job_def, run_config)
     lineage: dict[str, Any] = {}
     if parent is not None:
         step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(instance, parent)

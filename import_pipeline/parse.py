@@ -4,6 +4,7 @@ CSV in any of the usual dialects and encodings, gzip-compressed CSV, XLSX and XL
 decided from the content, not the extension.
 """
 
+import codecs
 import os
 import shutil
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from import_pipeline.bucket import BucketStore
 from import_pipeline.config import CHUNK_ROWS_ENV, DEFAULT_CHUNK_ROWS, dagster_dir
@@ -20,7 +21,7 @@ from import_pipeline.csv_reader import read_csv_table
 from import_pipeline.excel_reader import read_excel_table, sheet_names
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable, detect_format, gunzip, text_encoding
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key, sheet_matches_key, sheet_of_key
-from import_pipeline.mapping import MappingError, choose_profile, map_headers
+from import_pipeline.mapping import MappingError, choose_profile, map_headers, profiles
 from import_pipeline.parts import PartsWriter, step_output_dir
 from import_pipeline.schema import (
     CANONICAL_FIELDS,
@@ -49,14 +50,30 @@ class ParseConfig(dg.Config):
     mapping_profile: str = Field(
         default="", description="Mapping profile name (import_pipeline/mapping_profiles). Empty: by file name."
     )
-    max_file_mb: int = Field(default=2048, description="Larger files (or gzip contents) are rejected.")
-    max_unzipped_mb: int = Field(default=1024, description="XLSX declaring more uncompressed bytes is rejected.")
+    max_file_mb: int = Field(default=2048, ge=1, description="Larger files (or gzip contents) are rejected.")
+    max_unzipped_mb: int = Field(default=1024, ge=1, description="XLSX declaring more uncompressed bytes is rejected.")
     chunk_rows: int = Field(
         default=0,
         ge=0,
         description="Records read, validated and keyed at a time: memory follows the chunk, not the file. "
         f"0: ${CHUNK_ROWS_ENV} when set, else {DEFAULT_CHUNK_ROWS:,}.",
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            return codecs.lookup(encoding).name if encoding else ""
+        except LookupError:
+            raise ValueError("not an encoding Python knows; e.g. cp1252, latin-1, utf-16, utf-8") from None
+
+    @field_validator("mapping_profile")
+    @classmethod
+    def _known_profile(cls, name: str) -> str:
+        names = [p.name for p in profiles()]
+        if name and name not in names:
+            raise ValueError(f"no mapping profile of that name; available: {names}")
+        return name
 
     def rows_per_chunk(self) -> int:
         """`chunk_rows`, or the default read now (in the run's process), not when the code was imported."""
@@ -234,7 +251,7 @@ def sheet_for_partition(path: Path, key: str, configured: str) -> str:
     return configured or named[0]
 
 
-@dg.op(out={"records": dg.Out(), "summary": dg.Out()})
+@dg.op(ins={"checked": dg.In(dg.Nothing)}, out={"records": dg.Out(), "summary": dg.Out()})
 def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolder, bucket: BucketStore):
     """Read the partition's file into text columns mapped to the canonical lead fields."""
     started = time.perf_counter()

@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 import dagster as dg
 import pandera.polars as pa
+import phonenumbers
 import polars as pl
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pandera.api.polars.types import PolarsData
 from pandera.backends.polars.checks import PolarsCheckBackend
 from pandera.constants import CHECK_OUTPUT_KEY
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from import_pipeline.parts import Parts, PartsWriter, step_output_dir
 from import_pipeline.phones import e164
@@ -46,10 +47,19 @@ class ValidateConfig(dg.Config):
     )
     max_error_rate: float = Field(
         default=0.10,
+        ge=0.0,
+        le=1.0,
         description="Nothing is loaded and the run fails when the file shows more than this share of invalid rows "
         "beyond chance (the lower end of the 95% Wilson interval): a few bad rows in a small file are set aside.",
     )
     phone_region: str = Field(default="US", description="Region of phone numbers written without a country code.")
+
+    @field_validator("phone_region")
+    @classmethod
+    def _known_region(cls, region: str) -> str:
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("not a region phonenumbers knows; use a two-letter code such as US, GB, FR or DE")
+        return region.upper()
 
 
 def _fast_email(email: pl.Expr) -> pl.Expr:

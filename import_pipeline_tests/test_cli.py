@@ -3,7 +3,10 @@
 import json
 import subprocess
 
-from import_pipeline_tests.shared import CLI, SAMPLES
+import pytest
+
+from import_pipeline.launch import import_file
+from import_pipeline_tests.shared import CLI, HANDMADE, SAMPLES, started_steps
 
 # samples/README.md: what bench/generate.py predicts for these seeded files.
 SAMPLE_COUNTS = {
@@ -70,3 +73,102 @@ def test_cli_dsn_prints_a_working_connection_string(pipeline):
 
     assert done.returncode == 0
     assert done.stdout.strip() == pipeline.leads_url
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "error"),
+    [
+        (
+            "ops:\n  validate:\n    config:\n      max_error_rate: -1\n",
+            2,
+            "ops.validate.config.max_error_rate = -1: Input should be greater than or equal to 0",
+        ),
+        (
+            "ops:\n  parse:\n    config:\n      max_file_mb: 0\n",
+            2,
+            "ops.parse.config.max_file_mb = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            "ops:\n  validate:\n    config:\n      phone_region: ZZ\n",
+            2,
+            "ops.validate.config.phone_region = 'ZZ': not a region phonenumbers knows; use a two-letter code such as "
+            "US, GB, FR or DE",
+        ),
+        (
+            "ops:\n  dedupe:\n    config:\n      match_keys: []\n",
+            2,
+            "ops.dedupe.config.match_keys = []: List should have at least 1 item after validation, not 0",
+        ),
+        (
+            "ops:\n  load:\n    config:\n      assign: single\n",
+            2,
+            "ops.load.config: assign: single needs `owners` (a list of owner names)",
+        ),
+        (
+            "ops:\n  load:\n    config:\n      on_existing: upsert\n",
+            2,
+            "ops.load.config.on_existing = 'upsert': Input should be 'skip', 'update', 'merge' or 'create'",
+        ),
+        (
+            "ops:\n  load:\n    config:\n      owner: ann\n",
+            2,
+            "ops.load.config.owner: no such setting; load takes on_existing, assign, owners, owner_column, "
+            "reassign_existing",
+        ),
+        ("ops: [\n", 2, "not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'"),
+    ],
+)
+def test_cli_bad_config_is_one_json_object_before_anything_runs(pipeline, tmp_path, config, code, error):
+    path = tmp_path / "run.yaml"
+    path.write_text(config)
+
+    done = _cli("import", str(SAMPLES / "leads_sample.csv"), "--config", str(path), "--json")
+
+    assert done.returncode == code
+    assert json.loads(done.stdout) == {
+        "run_id": None,
+        "partition_key": None,
+        "status": "failed",
+        "error": f"--config {path}: {error}",
+    }
+    assert "Traceback" not in done.stderr
+    assert pipeline.instance.get_runs() == [], "nothing ran"
+
+
+def test_cli_bad_arguments_and_missing_config_are_one_json_object(pipeline, tmp_path):
+    missing = _cli("import", str(SAMPLES / "leads_sample.csv"), "--config", str(tmp_path / "no.yaml"), "--json")
+    no_path = _cli("import", "--json")
+    unknown = _cli("history", "--json", "--limit", "many")
+
+    assert [d.returncode for d in (missing, no_path, unknown)] == [2, 2, 2]
+    assert json.loads(missing.stdout)["error"] == f"--config {tmp_path / 'no.yaml'}: No such file or directory"
+    assert json.loads(no_path.stdout)["error"] == "import-pipeline import: the following arguments are required: path"
+    assert json.loads(unknown.stdout)["error"] == "import-pipeline history: argument --limit: invalid int value: 'many'"
+    assert all("Traceback" not in d.stderr for d in (missing, no_path, unknown))
+
+
+def test_cli_database_unreachable_is_one_json_object(pipeline, monkeypatch):
+    # Nothing listens on port 9 of the loopback: the connection is refused at once.
+    monkeypatch.setenv("IMPORT_PIPELINE_DATABASE_URL", "postgresql://leads:secret@127.0.0.1:9/leads")
+
+    done = _cli("import", str(SAMPLES / "leads_sample.csv"), "--json")
+
+    assert done.returncode == 3
+    result = json.loads(done.stdout)
+    assert result["status"] == "failed"
+    assert result["error"].startswith("the leads database at 127.0.0.1:9/leads is unreachable: connection failed")
+    assert "secret" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_rule_broken_in_the_launchpad_fails_the_first_step_at_once(pipeline, tmp_path):
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+
+    # What a run launched from the Launchpad meets: Dagster's schema accepts it, the config's rules do not.
+    result = import_file(path, {"ops": {"load": {"config": {"assign": "round_robin"}}}})
+
+    assert result["status"] == "failed"
+    assert result["error"] == "ops.load.config: assign: round_robin needs `owners` (a list of owner names)"
+    assert started_steps(pipeline.instance, result["run_id"]) == ["check_config"]
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 0
