@@ -34,6 +34,9 @@ MAX_FILES_PER_TICK = 100
 # near 350 MB whatever the file's size. The suite sets a tiny size through the environment (read when a
 # run starts, `ParseConfig.rows_per_chunk`) so that every test crosses chunk boundaries.
 CHUNK_ROWS_ENV = "IMPORT_PIPELINE_CHUNK_ROWS"
+DB_RETRY_SECONDS_ENV = "IMPORT_PIPELINE_DB_RETRY_SECONDS"
+# "1" when the leads URL is the embedded server's (exported by the CLI): a load starts it again if it stopped.
+EMBEDDED_SERVER_ENV = "IMPORT_PIPELINE_EMBEDDED_SERVER"
 DEFAULT_CHUNK_ROWS = 25_000
 # Files still being written by common tools and browsers carry one of these suffixes.
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".filepart")
@@ -56,6 +59,8 @@ _RESOURCE_DEFAULTS = {
     S3_BUCKET_ENV: "",
     S3_PREFIX_ENV: "",
     S3_ENDPOINT_ENV: "",
+    DB_RETRY_SECONDS_ENV: "120",
+    EMBEDDED_SERVER_ENV: "0",
 }
 
 
@@ -101,11 +106,12 @@ def dagster_storage_url(leads_url: str) -> str:
     return f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
 
 
-def process_environment(home: Path, leads_url: str, dagster_url: str) -> dict[str, str]:
+def process_environment(home: Path, leads_url: str, dagster_url: str, embedded: bool = False) -> dict[str, str]:
     """The variables every Dagster process (webserver, daemon, code server, runs) is started with."""
     return {
         HOME_ENV: str(home),
         DATABASE_URL_ENV: leads_url,
+        EMBEDDED_SERVER_ENV: "1" if embedded else "0",
         DAGSTER_PG_URL_ENV: dagster_url,
         "DAGSTER_HOME": os.environ.get(DAGSTER_HOME_ENV) or str(PROJECT_ROOT),
         DAGSTER_DIR_ENV: str(dagster_dir(home)),

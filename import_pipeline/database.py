@@ -12,7 +12,7 @@ import sqlalchemy
 
 from import_pipeline import schema
 from import_pipeline.config import LOAD_POOL
-from import_pipeline.embedded_server import start_embedded_server
+from import_pipeline.embedded_server import restart_if_stopped, start_embedded_server
 
 
 def initialize_pools(instance: dg.DagsterInstance) -> None:
@@ -47,12 +47,25 @@ class LeadsDatabase(dg.ConfigurableResource):
 
     url: str = ""
     home: str = ""
+    # How long a load keeps trying through transient errors (a restarting server, lost races) before the
+    # run fails; `import-pipeline retry` resumes it.
+    retry_seconds: int = 120
+    embedded_server: int = 0  # 1: `url` is the embedded server under `home` (config.EMBEDDED_SERVER_ENV)
 
     def conninfo(self) -> str:
         """The connection string, starting the embedded server and migrating the schema if needed."""
         conninfo = self.url or start_embedded_server(Path(self.home).resolve())
         migrate_once(conninfo)
         return conninfo
+
+    def revive(self) -> bool:
+        """Start the embedded server again if it stopped; whether it had to be. A configured server is left be."""
+        if self.url and not self.embedded_server:
+            return False
+        try:
+            return restart_if_stopped(Path(self.home).resolve())
+        except Exception:
+            return False
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:

@@ -6,6 +6,8 @@ from import_pipeline.bucket import BucketStore
 from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.config import (
     DATABASE_URL_ENV,
+    DB_RETRY_SECONDS_ENV,
+    EMBEDDED_SERVER_ENV,
     HOME_ENV,
     S3_BUCKET_ENV,
     S3_ENDPOINT_ENV,
@@ -41,7 +43,12 @@ defs = dg.Definitions(
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
-        "leads_db": LeadsDatabase(url=setting(DATABASE_URL_ENV), home=setting(HOME_ENV)),
+        "leads_db": LeadsDatabase(
+            url=setting(DATABASE_URL_ENV),
+            home=setting(HOME_ENV),
+            retry_seconds=int_setting(DB_RETRY_SECONDS_ENV),
+            embedded_server=int_setting(EMBEDDED_SERVER_ENV),
+        ),
         "state": StateFolder(home=setting(HOME_ENV)),
         "bucket": BucketStore(
             bucket=setting(S3_BUCKET_ENV), prefix=setting(S3_PREFIX_ENV), endpoint_url=setting(S3_ENDPOINT_ENV)

