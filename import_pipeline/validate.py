@@ -67,11 +67,38 @@ def _fast_email(email: pl.Expr) -> pl.Expr:
 
 
 def _library_accepts(address: str) -> bool:
+    return _email_problem(address) is None
+
+
+def _email_problem(address: str) -> str | None:
+    """Why email-validator refuses the address (its own words), or None when it accepts it."""
     try:
         validate_email(address, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
+    except EmailNotValidError as e:
+        return str(e).rstrip(".")  # one sentence in a list of reasons: `...: n` and `; ` follow it
+    return None
+
+
+_EMAIL_SYNTAX = "is not a valid email address"
+
+
+def _specific_email_problems(checks: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """Each email refused by the syntax check with email-validator's reason: `email is not valid: <why>`."""
+    refused = checks.filter(pl.col("problem") == f"email {_EMAIL_SYNTAX}")
+    if refused.height == 0 or "email" not in records.columns:
+        return checks
+    emails = records.select(pl.col("email").gather(refused["index"])).to_series()
+    why = {address: _email_problem(address) for address in emails.unique().drop_nulls().to_list()}
+    specific = [
+        f"email is not valid: {why[address]}" if why.get(address) else f"email {_EMAIL_SYNTAX}"
+        for address in emails.to_list()
+    ]
+    return checks.with_columns(
+        pl.when(pl.col("problem") == f"email {_EMAIL_SYNTAX}")
+        .then(pl.col("index").replace_strict(refused["index"], specific, default=None, return_dtype=pl.String))
+        .otherwise(pl.col("problem"))
+        .alias("problem")
+    )
 
 
 def valid_email(frame: pl.LazyFrame, email: pl.Expr) -> pl.Expr:
@@ -125,7 +152,7 @@ class LeadModel(pa.DataFrameModel):
     external_id: str | None = pa.Field(nullable=True)
     notes: str | None = pa.Field(nullable=True)
 
-    @pa.check("email", name="email_syntax", error="is not a valid email address")
+    @pa.check("email", name="email_syntax", error=_EMAIL_SYNTAX)
     def email_syntax(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(valid_email(data.lazyframe, pl.col(data.key)))
 
@@ -235,10 +262,13 @@ def _reasons(records: pl.DataFrame) -> pl.DataFrame:
         failures = pl.DataFrame(schema={"index": pl.Int32, "column": pl.String, "check": pl.String})
     except pa.errors.SchemaErrors as e:
         failures = e.failure_cases
-    checks = failures.filter(pl.col("index").is_not_null()).select(
-        pl.col("index").cast(pl.UInt32),
-        pl.when(pl.col("column").is_in(CANONICAL_FIELDS)).then(pl.col("column")).alias("column"),
-        _problem(pl.col("column"), pl.col("check")).alias("problem"),
+    checks = _specific_email_problems(
+        failures.filter(pl.col("index").is_not_null()).select(
+            pl.col("index").cast(pl.UInt32),
+            pl.when(pl.col("column").is_in(CANONICAL_FIELDS)).then(pl.col("column")).alias("column"),
+            _problem(pl.col("column"), pl.col("check")).alias("problem"),
+        ),
+        records,
     )
     return (
         pl.concat([shape_problems.with_columns(pl.col("index").cast(pl.UInt32)), checks])

@@ -28,7 +28,7 @@ ROW_VALUES = {
     3: {"company_name": "Café Crème, SARL", "last_name": 'O"Brien', "phone": None, "notes": 'said "oui"'},
     6: {"company_name": "Hôtel Dieu", "city": "Orléans"},
 }
-BAD_EMAIL = {4: "not a valid email address"}
+BAD_EMAIL = {4: "email is not valid: An email address must have an @-sign"}
 # Windows-1252 has the euro sign and curly quotes, Latin-1 does not: a wrong guess shows.
 CP1252_ROWS = [*ROWS, ["L’Atelier €uro", "Hélène", "Dupré", "helene@atelier.fr", "", "Besançon", "“très” bien"]]
 
@@ -111,7 +111,7 @@ def _dialects() -> list[Hostile]:
             "titled_report.csv",
             ("Leads report,,\nExported 2026-11-24\n\n" + text).encode(),
             rows_read=5,
-            rejected={7: "not a valid email address"},
+            rejected={7: "email is not valid: An email address must have an @-sign"},
             values={5: ROW_VALUES[2], 9: ROW_VALUES[6]},
             details={"header_line": 4},
         ),
@@ -155,7 +155,7 @@ def _quoting() -> list[Hostile]:
             "quoted_newlines.csv",
             multiline.encode(),
             rows_read=5,
-            rejected={6: "not a valid email address"},
+            rejected={6: "email is not valid: An email address must have an @-sign"},
             values={
                 2: {"company_name": "Acme", "notes": "first line\nsecond line, with a comma"},
                 4: {"email": "bob@beta.com", "notes": 'He said "hi"\r\nthen left'},
@@ -210,7 +210,7 @@ def _excel() -> list[Hostile]:
             "banner.xlsx",
             workbook({"Scans": banner}),
             rows_read=5,
-            rejected={10: "not a valid email address"},
+            rejected={10: "email is not valid: An email address must have an @-sign"},
             values={8: ROW_VALUES[2], 12: ROW_VALUES[6]},
             details={"header_row": 7},
         ),

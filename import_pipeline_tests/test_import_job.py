@@ -41,7 +41,7 @@ def test_import_job_handmade_file_exact_outcome(pipeline, tmp_path):
     rejects = pipeline.query("SELECT source_row, reasons, raw_values FROM rejected_rows ORDER BY source_row")
     assert [(row, [r["problem"] for r in reasons]) for row, reasons, _ in rejects] == [
         (6, ["company_name is required"]),
-        (7, ["email is not a valid email address"]),
+        (7, ["email is not valid: An email address must have an @-sign"]),
         (8, ["row has no email, phone or external_id"]),
         (14, ["company_name is longer than 255 characters"]),
         (15, ["company_name contains a NUL byte"]),

@@ -30,7 +30,7 @@ def test_report_reject_report_opens_safely_with_every_reason(pipeline, tmp_path)
     assert rows == [
         (
             "3",
-            "company_name is required; email is not a valid email address",
+            "company_name is required; email is not valid: An email address must have an @-sign",
             None,
             '\'=HYPERLINK("http://evil")',
             "'+1 call",
@@ -59,7 +59,7 @@ def test_report_strict_mode_fails_before_loading_anything(pipeline, tmp_path):
     assert result["status"] == "failed"
     assert result["error"] == (
         "risky.csv: strict mode and 1 of 4 rows are invalid: company_name is required: 1; "
-        "email is not a valid email address: 1; nothing was loaded"
+        "email is not valid: An email address must have an @-sign: 1; nothing was loaded"
     )
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM imports") == 0

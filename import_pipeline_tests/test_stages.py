@@ -384,7 +384,7 @@ def test_split_parts_gives_split_valid_chunk_by_chunk(tmp_path, monkeypatch, che
     )
     assert report == expected_report
     lines = set(pl.read_parquet(records.paths[9])[SOURCE_ROW]) | set(pl.read_parquet(records.paths[12])[SOURCE_ROW])
-    bad_emails = pl.concat(rejected).filter(pl.col("reasons").str.contains("not a valid email"))[SOURCE_ROW]
+    bad_emails = pl.concat(rejected).filter(pl.col("reasons").str.contains("email is not valid"))[SOURCE_ROW]
     assert bool(lines & set(bad_emails)) != check_fails_to_run
 
 
