@@ -108,9 +108,16 @@ def test_embedded_server_session_survives_import_and_history(embedded):
         assert conn.execute("SELECT count(*) FROM leads").fetchone() == (936,)
 
 
-def test_embedded_server_stop_refuses_while_a_session_is_open(embedded):
+def test_embedded_server_dsn_keeps_it_running_until_stop(embedded):
     conn = _session(embedded)
     backend, postmaster = _backend_pid(conn), embedded.postmaster_pid()
+
+    history = embedded.cli("history", "--json")
+
+    assert history.returncode == 0, history.stderr[-3000:]
+    assert json.loads(history.stdout) == []
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert _backend_pid(conn) == backend and embedded.postmaster_pid() == postmaster
 
     refused = embedded.cli("stop")
 
@@ -131,24 +138,36 @@ def test_embedded_server_stop_refuses_while_a_session_is_open(embedded):
     assert again.returncode == 0 and "is not running" in again.stderr
 
 
-def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
-    # A process that started the server as every command does, and holds it until its stdin closes.
+def _holder(embedded: EmbeddedHome, keep_running: bool) -> subprocess.Popen:
+    """A process that starts (or reuses) the server as every command or run does, and holds it until its stdin closes."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys; from pathlib import Path; from import_pipeline.embedded_server import start_embedded_server; "
-            "start_embedded_server(Path(sys.argv[1]), keep_running=True); print('ready', flush=True); sys.stdin.read()",
+            "start_embedded_server(Path(sys.argv[1]), keep_running=sys.argv[2] == 'keep'); print('ready', flush=True); "
+            "sys.stdin.read()",
             str(embedded.home),
+            "keep" if keep_running else "stop at exit",
         ],
         env=embedded.env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline() == "ready\n"
+    embedded.note_postmaster()
+    return holder
+
+
+def _release(holder: subprocess.Popen) -> None:
+    holder.stdin.close()
+    holder.wait(30)
+
+
+def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
+    holder = _holder(embedded, keep_running=True)
     try:
-        assert holder.stdout.readline() == "ready\n"
-        embedded.note_postmaster()
         postmaster = embedded.postmaster_pid()
 
         refused = embedded.cli("stop")
@@ -157,12 +176,39 @@ def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
         assert f"process {holder.pid} (" in refused.stderr
         assert embedded.postmaster_pid() == postmaster
     finally:
-        holder.stdin.close()
-        holder.wait(30)
+        _release(holder)
 
     stopped = embedded.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert not psutil.pid_exists(postmaster)
+
+
+def test_embedded_server_a_process_stops_only_the_server_it_started_unless_dsn_asked(embedded):
+    # A run under a bare `dagster dev` starts the server this way: it stops it on exit when nobody uses it.
+    alone = _holder(embedded, keep_running=False)
+    started = embedded.postmaster_pid()
+    _release(alone)
+    assert started is not None and not psutil.pid_exists(started)
+
+    # One that found it running leaves it alone.
+    embedded.cli("dsn")
+    running = embedded.postmaster_pid()
+    reuser = _holder(embedded, keep_running=False)
+    _release(reuser)
+    assert embedded.postmaster_pid() == running
+    assert embedded.cli("stop").returncode == 0
+
+    # One that started it, after which `dsn` handed it to the user, leaves it for `import-pipeline stop`.
+    starter = _holder(embedded, keep_running=False)
+    asked = embedded.cli("dsn")
+    _release(starter)
+
+    assert "keeps running until `import-pipeline stop`" in asked.stderr
+    kept = embedded.postmaster_pid()
+    assert kept is not None and psutil.pid_exists(kept)
+    stopped = embedded.cli("stop")
+    assert stopped.returncode == 0 and "the embedded server stopped" in stopped.stderr, stopped.stderr
+    assert not psutil.pid_exists(kept)
 
 
 def test_embedded_server_stop_with_a_configured_database_has_nothing_to_stop(embedded):
