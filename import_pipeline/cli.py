@@ -61,7 +61,8 @@ def _dev(args: argparse.Namespace) -> int:
         landing = landing_dir(home_dir())
         print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
         print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
-        dagster_dev = ["dagster", "dev"]
+        # This interpreter's own Dagster: from a virtualenv that is not activated, `dagster` is not on PATH.
+        dagster_dev = [sys.executable, "-m", "dagster", "dev"]
         command = [*dagster_dev, "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
         # Forward a stop request; `dagster dev` shuts down its webserver, daemon and code server itself.
         # The handlers come first: a handled signal is back to its default in the child, an ignored one

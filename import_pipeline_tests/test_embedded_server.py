@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from import_pipeline.config import (
     HOME_ENV,
     LANDING_DIR_ENV,
 )
+from import_pipeline_tests.dev_server import free_port, start_dev, stop_dev, tail, wait_for_ui
 from import_pipeline_tests.shared import CLI, SAMPLES
 
 
@@ -35,9 +37,10 @@ class EmbeddedHome:
     home: Path
     env: dict[str, str]
     postmasters: set[int] = field(default_factory=set)
+    command: list[str] = field(default_factory=lambda: list(CLI))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*self.command, *args], env=self.env, capture_output=True, text=True, timeout=120)
         self.note_postmaster()
         return done
 
@@ -219,3 +222,52 @@ def test_embedded_server_stop_with_a_configured_database_has_nothing_to_stop(emb
     assert done.returncode == 0
     assert "nothing to stop" in done.stderr
     assert not (embedded.home / "pgdata").exists()
+
+
+def _console_script() -> list[str]:
+    """`import-pipeline` by absolute path: the console script beside this interpreter, else the interpreter itself."""
+    script = Path(sys.executable).parent / "import-pipeline"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "import_pipeline"]
+
+
+def _path_without_dagster() -> str:
+    """PATH less every folder with a `dagster` program: what a virtualenv that is not activated leaves."""
+    folders = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+    return os.pathsep.join(f for f in folders if f and not (Path(f) / "dagster").exists())
+
+
+def test_embedded_server_dev_by_absolute_path_without_dagster_on_path(embedded, tmp_path):
+    embedded.env["PATH"] = _path_without_dagster()
+    embedded.command = _console_script()
+    assert embedded.cli("dsn").returncode == 0
+    postmaster = embedded.postmaster_pid()
+    port, log_path = free_port(), tmp_path / "dev.log"
+
+    dev = start_dev(port, log_path, embedded.command, embedded.env)
+    try:
+        base = wait_for_ui(dev, port, log_path)
+        with urllib.request.urlopen(f"{base}/server_info", timeout=10) as response:
+            assert "dagster_webserver_version" in json.loads(response.read())
+        started = psutil.Process(dev.pid).children(recursive=True)
+        commands = [" ".join(p.cmdline()) for p in started]
+        history = embedded.cli("history", "--json")
+        refused = embedded.cli("stop")
+
+        assert any("dagster_webserver" in c for c in commands), commands
+        assert any("dagster._daemon run" in c for c in commands), commands
+        assert history.returncode == 0, history.stderr[-3000:]
+        assert json.loads(history.stdout) == []
+        assert refused.returncode == 1, refused.stderr
+        assert f"process {dev.pid} (" in refused.stderr
+
+        dev.send_signal(signal.SIGINT)  # Ctrl-C
+        _gone, alive = psutil.wait_procs([psutil.Process(dev.pid), *started], timeout=60)
+    finally:
+        stop_dev(dev)
+
+    assert alive == [], [p.pid for p in alive]
+    log = tail(log_path)
+    assert "the embedded server keeps running: it was running before `import-pipeline dev` started" in log, log
+    assert embedded.postmaster_pid() == postmaster
+    stopped = embedded.cli("stop")
+    assert stopped.returncode == 0 and "the embedded server stopped" in stopped.stderr, stopped.stderr
