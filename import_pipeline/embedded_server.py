@@ -173,8 +173,7 @@ def embedded_server_users(home: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class StopOutcome:
-    """What `stop_embedded_server` did: `stopped`, or why not (`users`: it keeps running for them;
-    `kept`: `import-pipeline dsn` asked for it)."""
+    """What `stop_embedded_server` did: `stopped`, or why not (`users` use it, `kept`: `dsn` handed it out)."""
 
     was_running: bool
     users: tuple[str, ...] = ()
