@@ -24,42 +24,38 @@ class CleanupConfig(dg.Config):
     dry_run: bool = Field(default=False, description="Count what would be removed; remove nothing.")
 
 
-def _old_files(folder: Path, cutoff: float, dry_run: bool) -> int:
-    """Delete (or count) files under `folder` last modified before `cutoff`."""
-    old = [p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime < cutoff] if folder.is_dir() else []
+# Names listed per kind in the metadata: a run's metadata stays small after a year of nightly files.
+MAX_NAMES = 100
+
+
+def _old_files(folder: Path, cutoff: float, dry_run: bool) -> list[Path]:
+    """Delete (or list) files under `folder` last modified before `cutoff`; links are removed, never followed."""
+    old = [p for p in folder.rglob("*") if p.is_file() and p.lstat().st_mtime < cutoff] if folder.is_dir() else []
     if not dry_run:
         for path in old:
             path.unlink()
-    return len(old)
+    return sorted(old)
 
 
-def _old_rejected_rows(conn, days: int, dry_run: bool) -> int:
-    """Rejected rows of imports older than the retention."""
+def _old_rejected_rows(conn, days: int, dry_run: bool) -> dict[str, int]:
+    """Rejected rows of imports older than the retention, counted per import (partition key)."""
+    past_retention = "i.id = r.import_id AND i.imported_at < now() - make_interval(days => %s)"
     if dry_run:
-        return conn.execute(
-            "SELECT count(*) FROM rejected_rows r JOIN imports i ON i.id = r.import_id "
-            "WHERE i.imported_at < now() - make_interval(days => %s)",
-            (days,),
-        ).fetchone()[0]
-    return conn.execute(
-        "DELETE FROM rejected_rows r USING imports i "
-        "WHERE i.id = r.import_id AND i.imported_at < now() - make_interval(days => %s)",
-        (days,),
-    ).rowcount
-
-
-def _leftover_staging_tables(conn, dry_run: bool) -> int:
-    """Real tables named staging_*; the load's own staging tables are temporary and vanish with their session."""
-    names = [
-        row[0]
-        for row in conn.execute(
-            r"SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'staging\_%'"
+        query = sql.SQL(
+            "SELECT i.partition_key, count(*) FROM rejected_rows r JOIN imports i ON {past} GROUP BY 1 ORDER BY 1"
         )
-    ]
-    if not dry_run:
-        for name in names:
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-    return len(names)
+    else:
+        query = sql.SQL(
+            "WITH gone AS (DELETE FROM rejected_rows r USING imports i WHERE {past} RETURNING i.partition_key) "
+            "SELECT partition_key, count(*) FROM gone GROUP BY 1 ORDER BY 1"
+        )
+    return dict(conn.execute(query.format(past=sql.SQL(past_retention)), (days,)).fetchall())
+
+
+def _listed(names: list[str]) -> list[str]:
+    """At most MAX_NAMES names, then how many more."""
+    more = [f"... and {len(names) - MAX_NAMES:,} more"] if len(names) > MAX_NAMES else []
+    return names[:MAX_NAMES] + more
 
 
 def _finished_runs_before(instance: dg.DagsterInstance, cutoff: float) -> list[dg.RunRecord]:
@@ -72,23 +68,30 @@ def clean_up(
     context: dg.OpExecutionContext, config: CleanupConfig, leads_db: LeadsDatabase, state: StateFolder
 ) -> dict:
     """Remove processed, quarantined and report files, rejected rows, run storage and partitions past retention."""
+    # Only what the pipeline made. No table is dropped by name: the load's staging tables are temporary
+    # (staging.create_work_tables) and end with its session, and a `staging_*` table is someone else's.
     cutoff = time.time() - config.retention_days * 86_400
     dry = config.dry_run
-    counts = {
+    home = Path(state.home).resolve()
+    files = {
         "processed_files_deleted": _old_files(state.processed_path, cutoff, dry),
         "quarantined_files_deleted": _old_files(state.quarantine_path, cutoff, dry),
         "reports_deleted": _old_files(state.reports_path, cutoff, dry),
     }
+    removed = {kind: _listed([str(p.relative_to(home)) for p in paths]) for kind, paths in files.items()}
+    counts = {kind: len(paths) for kind, paths in files.items()}
     with leads_db.connect() as conn:
-        counts["rejected_rows_deleted"] = _old_rejected_rows(conn, config.retention_days, dry)
-        counts["staging_tables_dropped"] = _leftover_staging_tables(conn, dry)
-    storage = dagster_dir(Path(state.home).resolve()) / "storage"
+        rejected = _old_rejected_rows(conn, config.retention_days, dry)
+    counts["rejected_rows_deleted"] = sum(rejected.values())
+    removed["rejected_rows_deleted"] = _listed([f"{key}: {n:,} rows" for key, n in rejected.items()])
+    storage = dagster_dir(home) / "storage"
     finished = _finished_runs_before(context.instance, cutoff)
     run_dirs = [storage / r.dagster_run.run_id for r in finished if (storage / r.dagster_run.run_id).is_dir()]
     if not dry:
         for folder in run_dirs:
             shutil.rmtree(folder)
     counts["run_storage_deleted"] = len(run_dirs)
+    removed["run_storage_deleted"] = _listed([str(folder.relative_to(home)) for folder in sorted(run_dirs)])
     # A partition goes once its newest run finished before the cutoff; its runs stay in Dagster's records.
     stale = []
     for key in context.instance.get_dynamic_partitions(LANDED_FILES):
@@ -99,7 +102,15 @@ def clean_up(
         for key in stale:
             context.instance.delete_dynamic_partition(LANDED_FILES, key)
     counts["partitions_deleted"] = len(stale)
-    context.add_output_metadata(counts | {"dry_run": dry, "retention_days": config.retention_days})
+    removed["partitions_deleted"] = _listed(sorted(stale))
+    context.add_output_metadata(
+        counts
+        | {
+            "removed": dg.MetadataValue.json(removed),
+            "dry_run": dry,
+            "retention_days": config.retention_days,
+        }
+    )
     return counts
 
 

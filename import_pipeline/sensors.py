@@ -15,10 +15,12 @@ from import_pipeline.landing import (
     LANDED_FILES,
     content_hash,
     hash_of_key,
-    landed_entries,
     landed_files_partitions_def,
+    landing_entries,
     partition_key,
     sheet_of_key,
+    shown,
+    unreadable,
 )
 from import_pipeline.notify import Notifier
 from import_pipeline.parse import ParseConfig
@@ -49,32 +51,41 @@ class LandingCursor:
 
 @dataclass
 class LandingScan:
-    """One tick's view of the landing folder."""
+    """One tick's view of the landing folder: files to import, the cursor after it, entries skipped and why."""
 
     ready: list[os.DirEntry]
     cursor: LandingCursor
+    skipped: list[str] = field(default_factory=list)
 
 
 def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PER_TICK) -> LandingScan:
     """Files that stayed the same since the previous tick, and the cursor after taking them.
 
-    At most `limit` files, the oldest first, are looked at per tick: the tick stays short and the
-    cursor small however many files land at once; the rest wait for the next ticks.
+    At most `limit` entries, the oldest first, are looked at per tick: the tick stays short and the
+    cursor small however many files land at once; the rest wait for the next ticks. An entry that is
+    no file to import (a link loop, a pipe, a folder, an unreadable file…) is named once, with why, and
+    handled like an imported one: it is looked at again only once it changes.
     """
     fresh = []
-    for entry in landed_entries(landing):
-        stat = entry.stat()
-        if stat.st_ctime_ns > cursor.high_water and cursor.handled.get(entry.name) != stat.st_ctime_ns:
-            fresh.append((stat.st_ctime_ns, entry.name, entry, [stat.st_size, stat.st_mtime_ns]))
+    for examined in landing_entries(landing):
+        name, status = examined.entry.name, examined.status
+        if status.st_ctime_ns > cursor.high_water and cursor.handled.get(name) != status.st_ctime_ns:
+            signature = [status.st_size, status.st_mtime_ns]
+            fresh.append((status.st_ctime_ns, name, examined, signature))
     fresh.sort(key=lambda item: item[:2])
     # The high-water mark must stay below the files left for later ticks.
     ceiling = fresh[limit][0] - 1 if len(fresh) > limit else None
     fresh = fresh[:limit]
 
-    ready, pending = [], {}
-    for _, name, entry, signature in fresh:
-        if cursor.pending.get(name) == signature:
-            ready.append(entry)
+    ready, pending, skipped = [], {}, []
+    for _, name, examined, signature in fresh:
+        # Only the entries new to this tick (at most `limit`) are opened, non-blocking and never read: the
+        # rest of the folder is only listed.
+        problem = examined.problem or unreadable(examined.entry.path)
+        if problem:
+            skipped.append(f"{shown(name)}: {problem}")
+        elif cursor.pending.get(name) == signature:
+            ready.append(examined.entry)
         else:
             pending[name] = signature
 
@@ -85,7 +96,7 @@ def scan_landing(landing: Path, cursor: LandingCursor, limit: int = MAX_FILES_PE
     if ceiling is not None:
         high_water = max(cursor.high_water, min(high_water, ceiling))
     handled = {name: c for name, c in handled_now.items() if c > high_water}
-    return LandingScan(ready, LandingCursor(high_water, handled, pending))
+    return LandingScan(ready, LandingCursor(high_water, handled, pending), skipped)
 
 
 @dg.sensor(
@@ -98,9 +109,14 @@ def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
     scan = scan_landing(state.landing_path, LandingCursor.parse(context.cursor))
     # A sheet imported by name is not the file's import: the first sheet still is when the file lands.
     known = {hash_of_key(k) for k in context.instance.get_dynamic_partitions(LANDED_FILES) if not sheet_of_key(k)}
-    requests, skipped = [], []
+    requests, skipped = [], list(scan.skipped)
     for entry in scan.ready:
-        key = partition_key(entry.name, content_hash(Path(entry.path)))
+        try:
+            digest = content_hash(Path(entry.path))
+        except OSError as e:  # removed, or made unreadable, since the scan
+            skipped.append(f"{shown(entry.name)}: cannot be read: {e.strerror}")
+            continue
+        key = partition_key(entry.name, digest)
         if hash_of_key(key) in known:
             skipped.append(f"{entry.name}: same bytes as an earlier file, already partition ...@{hash_of_key(key)}")
             continue
@@ -120,8 +136,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
     if waiting:
         context.log.info(f"waiting for files still being written: {named}")
     if not requests:
-        why = skipped or ([f"still being written: {named}"] if waiting else ["no new files"])
-        return dg.SensorResult(skip_reason=dg.SkipReason("; ".join(why)), cursor=scan.cursor.dump())
+        why = [*skipped, f"still being written: {named}"] if waiting else skipped or ["no new files"]
+        # One line per entry, as in the log.
+        return dg.SensorResult(skip_reason=dg.SkipReason("\n".join(why)), cursor=scan.cursor.dump())
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[

@@ -1,7 +1,9 @@
 """The landing sensor, evaluated against a real landing folder and a real Dagster instance."""
 
+import json
 import os
 import shutil
+import socket
 
 import dagster as dg
 
@@ -140,3 +142,74 @@ def test_landing_sensor_requests_pass_the_daemons_validation(pipeline):
     assert [r.partition_key for r in data.run_requests] == [
         partition_key("a.csv", content_hash(pipeline.landing / "a.csv"))
     ]
+
+
+def _daemon_tick(pipeline, cursor, log_key):
+    """A tick as the daemon evaluates it: requests validated, the sensor's log captured under `log_key`; its lines."""
+    with dg.SensorEvaluationContext(
+        instance_ref=pipeline.instance.get_ref(),
+        cursor=cursor,
+        log_key=log_key,
+        instance=pipeline.instance,
+        definitions=defs,
+        sensor_name=landing_sensor.name,
+        resources={"state": _state(pipeline)},
+    ) as context:
+        data = landing_sensor.evaluate_tick(context)
+    captured = pipeline.instance.compute_log_manager.get_log_data(log_key).stderr or b""
+    return data, [json.loads(line)["msg"] for line in captured.decode().splitlines() if line]
+
+
+def test_landing_sensor_names_each_odd_entry_and_imports_the_valid_file(pipeline, tmp_path, monkeypatch):
+    landing = pipeline.landing
+    valid = landing / "valid.csv"
+    valid.write_text(LEADS)
+    # valid.csv has been seen once: a file counts once it is unchanged between two ticks.
+    seen, _ = _daemon_tick(pipeline, None, ["landing_sensor", "seen"])
+    assert seen.skip_message == "still being written: valid.csv"
+
+    os.symlink("loop-b.csv", landing / "loop-a.csv")
+    os.symlink("loop-a.csv", landing / "loop-b.csv")
+    os.symlink("missing.csv", landing / "dangling.csv")
+    (tmp_path / "outside.csv").write_text(LEADS)
+    os.symlink(tmp_path / "outside.csv", landing / "link-out.csv")
+    (landing / "two\nlines.csv").write_text("Company,Email\nTwo,two@x.com\n")
+    (landing / os.fsdecode(b"caf\xe9.csv")).write_text("Company,Email\nCafe,cafe@x.com\n")
+    os.mkfifo(landing / "pipe.csv")  # a FIFO nobody writes to: opening it for reading would block the tick
+    (landing / "folder").mkdir()
+    (landing / "folder" / "inner.csv").write_text(LEADS)
+    locked = landing / "locked.csv"
+    locked.write_text("Company,Email\nLocked,locked@x.com\n")
+    locked.chmod(0)
+    monkeypatch.chdir(landing)  # a relative name: socket paths are limited to 108 bytes
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("socket.csv")
+    try:
+        tick, lines = _daemon_tick(pipeline, seen.cursor, ["landing_sensor", "odd"])
+        after, after_lines = _daemon_tick(pipeline, tick.cursor, ["landing_sensor", "after"])
+    finally:
+        sock.close()
+
+    assert [r.partition_key for r in tick.run_requests] == [partition_key("valid.csv", content_hash(valid))]
+    odd = {
+        "loop-a.csv: a symbolic link loop",
+        "loop-b.csv: a symbolic link loop",
+        "dangling.csv: a symbolic link to nothing (missing.csv)",
+        "link-out.csv: a symbolic link to outside the landing folder",
+        "two\\nlines.csv: its name holds a line break or another control character: rename it",
+        "caf\\xe9.csv: its name is not valid UTF-8: rename it",
+        "pipe.csv: a named pipe (FIFO), not a file: never opened",
+        "socket.csv: a socket, not a file",
+        "folder: a folder: only files directly in the landing folder are imported",
+    }
+    if os.geteuid() == 0:
+        # root reads through chmod 000: the file is an ordinary new file here, imported on the next tick.
+        assert [line for line in lines if line not in odd] == ["waiting for files still being written: locked.csv"]
+        assert [r.partition_key for r in after.run_requests] == [partition_key("locked.csv", content_hash(locked))]
+    else:
+        odd.add("locked.csv: cannot be read: Permission denied")
+        assert [line for line in lines if line not in odd] == []
+        assert after.skip_message == "no new files"
+    assert odd <= set(lines), sorted(odd - set(lines))
+    assert all("\n" not in line for line in lines)
+    assert not odd & set(after_lines), "each odd entry is named once, not on every tick"
