@@ -1,12 +1,15 @@
 """`import-pipeline`: start everything, import a file, read the history, print the database DSN, stop the embedded server."""
 
 import argparse
+import datetime
 import json
 import os
 import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +19,7 @@ import yaml
 from import_pipeline.config import (
     DATABASE_URL_ENV,
     PROJECT_ROOT,
+    UI_URL_ENV,
     dagster_storage_url,
     home_dir,
     landing_dir,
@@ -77,6 +81,18 @@ def _keep_traceback(error: BaseException) -> Path | None:
         return None
 
 
+@contextmanager
+def _run_logs(verbose: bool) -> Iterator[None]:
+    """Dagster's event lines on the terminal with `--verbose`; else appended to the state folder's log only."""
+    if verbose:
+        yield
+        return
+    path = _log_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as log, redirect_stderr(log):
+        yield
+
+
 def _read_run_config(path: str | None) -> dict:
     """The `--config` YAML as a run config, checked whole (`run_config.check_run_config`)."""
     if not path:
@@ -125,6 +141,8 @@ def _dev(args: argparse.Namespace) -> int:
     bootstrap()
     try:
         landing = landing_dir(home_dir())
+        # Notification links point at this UI, on the port it really listens on (unless set explicitly).
+        os.environ.setdefault(UI_URL_ENV, f"http://{DEV_HOST}:{args.port}")
         print(f"Dagster UI: http://{DEV_HOST}:{args.port}   landing folder: {landing}", file=sys.stderr)
         print(f"Try: cp {PROJECT_ROOT / 'samples' / 'leads_sample.csv'} {landing}/", file=sys.stderr)
         # This interpreter's own Dagster: from a virtualenv that is not activated, `dagster` is not on PATH.
@@ -183,7 +201,8 @@ def _import(args: argparse.Namespace) -> int:
 
     run_config = _read_run_config(args.config)  # before the database: a bad config needs no server
     bootstrap()
-    result = import_file(Path(args.path), run_config)
+    with _run_logs(args.verbose):
+        result = import_file(Path(args.path), run_config)
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -192,7 +211,15 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result: dict) -> None:
-    print(f"{result['status'].upper()}  {result['partition_key']}  run {result['run_id']}")
+    when = ""
+    if result.get("started_at"):
+        started = datetime.datetime.fromtimestamp(result["started_at"]).astimezone()
+        when = f"  {started:%Y-%m-%d %H:%M:%S %Z}"
+        if result.get("duration_s") is not None:
+            when += f"  {result['duration_s']:.1f} s"
+    print(f"{result['status'].upper()}  {result['partition_key']}  run {result['run_id']}{when}")
+    if result.get("latest_status") and result.get("latest_run_id") != result["run_id"]:
+        print(f"  since then: {result['latest_status']} in run {result['latest_run_id']}")
     if result.get("rows_read") is not None:
         print(
             "  read {rows_read}  rejected {rows_rejected}  duplicates in file {duplicates_in_file}"
@@ -203,6 +230,8 @@ def _print_summary(result: dict) -> None:
         print(f"  same bytes as the earlier import {result['already_imported_as']}")
     if result.get("error"):
         print(f"  error: {result['error']}")
+    if result.get("reject_report"):
+        print(f"  rejected rows: {result['reject_report']}")
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -210,7 +239,8 @@ def _retry(args: argparse.Namespace) -> int:
 
     bootstrap()
     try:
-        result = reexecute_from_failure(args.run_id)
+        with _run_logs(args.verbose):
+            result = reexecute_from_failure(args.run_id)
     except ValueError as e:
         result = {"run_id": args.run_id, "partition_key": None, "status": "failed", "error": str(e)}
     if args.json:
@@ -279,11 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("path")
     imp.add_argument("--config", help="run config YAML, as in the Launchpad")
     imp.add_argument("--json", action="store_true", help="print one JSON object")
+    imp.add_argument("--verbose", action="store_true", help="print Dagster's event log lines as the run goes")
     imp.set_defaults(handler=_import)
 
     retry = commands.add_parser("retry", help="re-execute a failed import from its failed step")
     retry.add_argument("run_id")
     retry.add_argument("--json", action="store_true", help="print one JSON object")
+    retry.add_argument("--verbose", action="store_true", help="print Dagster's event log lines as the run goes")
     retry.set_defaults(handler=_retry)
 
     history = commands.add_parser("history", help="recent imports, newest first")

@@ -8,12 +8,17 @@ from import_pipeline.schema import COUNT_KEYS
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 
 
-def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+def _step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict:
+    metadata: dict = {}
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
         event = record.event_log_entry.get_dagster_event()
-        if event.step_key == "load":
-            return {k: v.value for k, v in event.step_output_data.metadata.items()}
-    return {}
+        if event.step_key == step:
+            metadata |= {k: v.value for k, v in event.step_output_data.metadata.items()}
+    return metadata
+
+
+def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+    return _step_metadata(instance, run_id, "load")
 
 
 def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
@@ -27,6 +32,17 @@ def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
             error = error.cause
         message = error.message.removeprefix(f"{dg.Failure.__module__}.{dg.Failure.__name__}: ")
         return " ".join(message.split())
+    return None
+
+
+def _reject_report(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The run's reject report: its validate step's, or that of the run it re-executed (which validated)."""
+    current: dg.DagsterRun | None = run
+    while current is not None:
+        report = _step_metadata(instance, current.run_id, "validate").get("reject_report")
+        if report or current.parent_run_id is None:
+            return report
+        current = instance.get_run_by_id(current.parent_run_id)
     return None
 
 
@@ -53,6 +69,7 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "load_seconds": metadata.get("load_seconds"),
         "source_file": metadata.get("source_file"),
         "already_imported_as": metadata.get("already_imported_as"),
+        "reject_report": _reject_report(instance, run),
         "started_at": record.start_time,
         "error": error,
     }
@@ -61,4 +78,11 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
 def import_history(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
     """The most recent imports, newest first."""
     records = instance.get_run_records(filters=dg.RunsFilter(job_name=import_leads_job.name), limit=limit)
-    return [import_summary(instance, r.dagster_run.run_id) for r in records]
+    rows = [import_summary(instance, r.dagster_run.run_id) for r in records]
+    # Newest first: the first row of a partition is its latest outcome (a failed run retried since says so).
+    latest: dict[str, dict] = {}
+    for row in rows:
+        latest.setdefault(row["partition_key"], row)
+        row["latest_status"] = latest[row["partition_key"]]["status"]
+        row["latest_run_id"] = latest[row["partition_key"]]["run_id"]
+    return rows

@@ -29,6 +29,7 @@ from import_pipeline.strategies import LostRaces, apply_strategy
 from import_pipeline.summary import FileSummary, LoadResult
 
 LEADS_ASSET = dg.AssetKey("leads")
+OUTCOME_TAG_PREFIX = "import_pipeline/"  # run tags of the outcome counts, e.g. import_pipeline/inserted
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
 LOCK_TIMEOUT = "5s"
@@ -335,6 +336,10 @@ def load(
         metadata["resubmitted_from"] = dg.MetadataValue.json({str(k): n for k, n in by_import.iter_rows()})
     context.log_event(
         dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
+    )
+    # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
+    context.instance.add_run_tags(
+        context.run_id, {f"{OUTCOME_TAG_PREFIX}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
     )
     context.add_output_metadata(metadata)
     return LoadResult(summary, "success", committed)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from import_pipeline.launch import import_file
-from import_pipeline_tests.shared import CLI, HANDMADE, SAMPLES, started_steps
+from import_pipeline_tests.shared import CLI, FAIL_FIRST_LOAD, HANDMADE, SAMPLES, started_steps
 
 # samples/README.md: what bench/generate.py predicts for these seeded files.
 SAMPLE_COUNTS = {
@@ -172,3 +172,29 @@ def test_cli_rule_broken_in_the_launchpad_fails_the_first_step_at_once(pipeline,
     assert result["error"] == "ops.load.config: assign: round_robin needs `owners` (a list of owner names)"
     assert started_steps(pipeline.instance, result["run_id"]) == ["check_config"]
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
+
+
+def test_cli_import_is_quiet_and_history_shows_the_latest_outcome(pipeline, tmp_path):
+    pipeline.execute(FAIL_FIRST_LOAD)
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+
+    failed = _cli("import", str(path))
+    first = json.loads(_cli("history", "--json").stdout)[0]
+    retried = _cli("retry", first["run_id"], "--json")
+    history = json.loads(_cli("history", "--json").stdout)
+    other = tmp_path / "other.csv"
+    other.write_text(HANDMADE.replace("Acme", "Acme Two"))
+    verbose = _cli("import", str(other), "--verbose")
+
+    assert failed.returncode == 1
+    assert "DEBUG" not in failed.stderr and "STEP_START" not in failed.stderr, "Dagster's lines go to the log"
+    assert failed.stdout.startswith(f"FAILED  {first['partition_key']}  run {first['run_id']}  ")
+    assert "the database refused the load (RaiseException)" in failed.stdout
+    assert json.loads(retried.stdout)["status"] == "success"
+    assert [(h["run_id"], h["status"], h["latest_status"]) for h in history] == [
+        (json.loads(retried.stdout)["run_id"], "success", "success"),
+        (first["run_id"], "failed", "success"),
+    ]
+    assert history[0]["reject_report"] == str(pipeline.home / "reports" / f"{first['partition_key']}.rejects.csv")
+    assert "STEP_START" in verbose.stderr

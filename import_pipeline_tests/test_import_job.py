@@ -85,6 +85,11 @@ def test_import_job_materialization_is_the_history(pipeline, tmp_path):
     assert metadata["duration_s"] > 0 and metadata["rows_per_s"] > 0
     run = pipeline.instance.get_run_by_id(result["run_id"])
     assert run.tags["dagster/partition"] == result["partition_key"]
+    # The Runs list shows the outcome counts as tags (the zero ones left out).
+    assert {k.removeprefix("import_pipeline/"): v for k, v in run.tags.items() if k.startswith("import_pipeline/")} == {
+        "source_file": "handmade.csv",
+        **{k: f"{v:,}" for k, v in HANDMADE_COUNTS.items() if v},
+    }
     # The `imports` ledger agrees with the history.
     assert pipeline.scalar("SELECT counts FROM imports WHERE run_id = %s", (result["run_id"],)) == HANDMADE_COUNTS
 
