@@ -29,6 +29,12 @@ _CONTROL_BYTES = bytes([*range(9), *range(14, 32)])
 
 MiB = 1024 * 1024
 
+# Python's csv module refuses a value over 131,072 characters by default; real exports hold notes and call
+# transcripts of several MB. A limit stays, because the module holds the value being read at 4 bytes a character
+# and a value this long is almost always a quote that never closes: at most 256 MB of memory for one value.
+MAX_FIELD_CHARS = 64 * MiB
+csv.field_size_limit(MAX_FIELD_CHARS)
+
 _NOT_LEAD_FILES = {
     b"%PDF": "a PDF document",
     b"\x89PNG": "a PNG image",

@@ -83,18 +83,23 @@ def column_names(headers: list[str], mapping: dict[str, str]) -> dict[str, str]:
 def to_records(chunk: RawChunk, names: dict[str, str]) -> pl.DataFrame:
     """Records with canonical columns, `extra.<header>` columns and their source row; blank records dropped."""
     named = {names[c]: c for c in chunk.cells.columns if c in names}
-    return (
-        chunk.cells.lazy()
-        .select(
-            chunk.source_rows.alias(SOURCE_ROW),
-            *(pl.col(c).str.strip_chars().replace("", None).alias(n) for n, c in named.items()),
-            (chunk.row_problems if chunk.row_problems is not None else pl.lit(None, pl.String)).alias(ROW_PROBLEM),
-        )
-        .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW, ROW_PROBLEM).is_not_null()))
+    # One expression for all the columns, not one per column: building and planning 20,000 of them took 1.6 s a
+    # chunk (1.0 s so) and was most of reading a 20,000-column file.
+    cells = (
+        chunk.cells.select(pl.col(list(named.values())).str.strip_chars().replace("", None))
+        .rename({c: n for n, c in named.items()})
         .with_columns(pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS if f not in named)
-        .select(SOURCE_ROW, *CANONICAL_FIELDS, *(n for n in named if n.startswith(EXTRA_PREFIX)), ROW_PROBLEM)
-        # The default engine picks the streaming one: 3x slower on a chunk (18 ms -> 6 ms for 25,000 records).
-        .collect(engine="in-memory")
+    )
+    problems = chunk.row_problems if chunk.row_problems is not None else pl.lit(None, pl.String)
+    return (
+        cells.select(
+            chunk.source_rows.alias(SOURCE_ROW),
+            *CANONICAL_FIELDS,
+            pl.col(n for n in named if n.startswith(EXTRA_PREFIX)),
+            problems.alias(ROW_PROBLEM),
+        )
+        # A record with no value is a blank line: dropped (a shape problem alone does not keep it).
+        .filter(pl.any_horizontal(pl.exclude(SOURCE_ROW, ROW_PROBLEM).is_not_null()))
     )
 
 

@@ -351,6 +351,48 @@ def _mappings() -> list[Hostile]:
     ]
 
 
+# 5 MB with a line break every 80 characters or so, quotes inside: more than 40 times Python's csv field limit.
+LONG_VALUE = "".join(f'call {i}: said "call back", then hung up. {"x" * (i % 37)}\r\n' for i in range(100_000))[
+    : 5 * 1024 * 1024
+]
+LONG_VALUE_LINES = LONG_VALUE.count("\n")
+WIDE_COLUMNS = 20_000
+
+
+def _long_and_wide() -> list[Hostile]:
+    long_rows = [
+        ["Acme", "ann@acme.com", "short", "short"],  # line 2
+        ["Beta", "bob@beta.com", LONG_VALUE, ""],  # line 3: notes are 10,000 characters at most
+        ["Gamma", "gus@gamma.com", "", LONG_VALUE],  # an unmapped column keeps any length
+        ["Delta", "dan@delta.com", "after", "after"],
+    ]
+    after_long = 4 + LONG_VALUE_LINES
+    wide_headers = ["Company", "Email", *(f"Field {i}" for i in range(WIDE_COLUMNS - 2))]
+    wide_rows = [[f"Wide {r}", f"w{r}@wide.com", *(f"v{r}.{i}" for i in range(WIDE_COLUMNS - 2))] for r in range(3)]
+    return [
+        Hostile(
+            "long_values.csv",
+            table(long_rows, headers=["Company", "Email", "Notes", "Call transcript"]).encode(),
+            rows_read=4,
+            rejected={3: "notes is longer than 10000 characters"},
+            values={
+                2: {"notes": "short", "extra.Call transcript": "short"},
+                after_long: {"company_name": "Gamma", "extra.Call transcript": LONG_VALUE},
+                after_long + LONG_VALUE_LINES + 1: {"company_name": "Delta", "notes": "after"},
+            },
+        ),
+        Hostile(
+            "wide.csv",
+            table(wide_rows, headers=wide_headers).encode(),
+            rows_read=3,
+            values={
+                2: {"company_name": "Wide 0", "extra.Field 0": "v0.0", "extra.Field 19997": "v0.19997"},
+                4: {"email": "w2@wide.com", "extra.Field 12345": "v2.12345"},
+            },
+        ),
+    ]
+
+
 def _failures() -> list[Hostile]:
     png = b"\x89PNG\r\n\x1a\n" + bytes(200)
     plain_zip = io.BytesIO()
@@ -405,7 +447,7 @@ def _failures() -> list[Hostile]:
 
 def hostile_files() -> list[Hostile]:
     """Every hostile file with its expected outcome."""
-    return [*_dialects(), *_quoting(), *_excel(), *_mappings(), *_failures()]
+    return [*_dialects(), *_quoting(), *_long_and_wide(), *_excel(), *_mappings(), *_failures()]
 
 
 def write(directory: Path) -> list[Path]:
