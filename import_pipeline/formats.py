@@ -9,7 +9,7 @@ import re
 import shutil
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import charset_normalizer
@@ -75,11 +75,13 @@ class RawChunk:
 
 @dataclass
 class RawTable:
-    """A file's headers, its records chunk by chunk (read as they are consumed), and what was detected."""
+    """A file's headers, its records chunk by chunk (read as they are consumed), what was detected, and what the
+    user must be told about how it was read."""
 
     headers: list[str]
     chunks: Iterator[RawChunk]
     details: dict
+    warnings: list[str] = field(default_factory=list)
 
     def whole(self) -> RawChunk:
         """Every chunk in one: for tests and small files."""
@@ -93,6 +95,15 @@ class RawTable:
         rows = pl.concat([c.source_rows for c in chunks]) if chunks else pl.Series(SOURCE_ROW, [], pl.Int64)
         problems = [c.row_problems for c in chunks if c.row_problems is not None]
         return RawChunk(cells, rows, pl.concat(problems) if problems else None)
+
+
+def line_list(lines: list[int], count: int) -> str:
+    """`line 7`, `lines 7 and 9`, or `lines 7, 9, 12, 20, 31 and 95 more`: the first `lines` of `count`."""
+    if count == 1:
+        return f"line {lines[0]}"
+    if count == len(lines):
+        return f"lines {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
+    return f"lines {', '.join(map(str, lines))} and {count - len(lines):,} more"
 
 
 def detect_format(path: Path) -> str:

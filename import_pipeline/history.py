@@ -8,12 +8,15 @@ from import_pipeline.schema import COUNT_KEYS
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 
 
-def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+def _step_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """Each step's output metadata, its outputs' together."""
+    found: dict[str, dict] = {}
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
         event = record.event_log_entry.get_dagster_event()
-        if event.step_key == "load":
-            return {k: v.value for k, v in event.step_output_data.metadata.items()}
-    return {}
+        found.setdefault(event.step_key or "", {}).update(
+            {k: v.value for k, v in event.step_output_data.metadata.items()}
+        )
+    return found
 
 
 def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
@@ -36,7 +39,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     if record is None:
         raise ValueError(f"no run {run_id}")
     run = record.dagster_run
-    metadata = _load_metadata(instance, run_id)
+    steps = _step_metadata(instance, run_id)
+    metadata = steps.get("load", {})
     status = _STATUS.get(run.status, run.status.value.lower())
     if status == "success" and metadata.get("skipped"):
         status = "skipped"
@@ -55,6 +59,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "already_imported_as": metadata.get("already_imported_as"),
         "started_at": record.start_time,
         "error": error,
+        # The parse step's too: a run that fails later (too many invalid rows) warned of garbled values before.
+        "warnings": metadata.get("warnings") or steps.get("parse", {}).get("warnings") or [],
     }
 
 

@@ -259,6 +259,8 @@ def load(
         "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in summary.seconds.items()}),
         "load_seconds": dg.MetadataValue.json(laps.seconds),
     }
+    if summary.warnings:
+        metadata["warnings"] = dg.MetadataValue.json(list(summary.warnings))
     context.log_event(
         dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
     )

@@ -19,8 +19,9 @@ from import_pipeline.config import CHUNK_ROWS_ENV, DEFAULT_CHUNK_ROWS, dagster_d
 from import_pipeline.csv_reader import read_csv_table
 from import_pipeline.excel_reader import read_excel_table
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable, detect_format, gunzip, text_encoding
+from import_pipeline.garbled import GarbledValues, header_problem
 from import_pipeline.landing import content_hash, find_landed_file, hash_of_key
-from import_pipeline.mapping import MappingError, choose_profile, map_headers
+from import_pipeline.mapping import MappingError, choose_profile, field_of, map_headers
 from import_pipeline.parts import PartsWriter, step_output_dir
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA_PREFIX, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.state import StateFolder
@@ -104,26 +105,36 @@ def to_records(chunk: RawChunk, names: dict[str, str]) -> pl.DataFrame:
 
 
 def read_records(
-    path: Path, config: ParseConfig, work_dir: Path
+    path: Path, config: ParseConfig, work_dir: Path, warnings: list[str] | None = None
 ) -> tuple[Iterator[pl.DataFrame], dict[str, str], dict]:
     """A lead file's records chunk by chunk (see `to_records`), the column each header became, and what was
-    detected about the file. A file without records raises FileRejected once the chunks are consumed."""
+    detected about the file. A file without records raises FileRejected once the chunks are consumed; what the
+    user must know but does not stop the import (garbled values...) is added to `warnings` by then."""
+    said = [] if warnings is None else warnings
     raw = read_table(path, config, work_dir)
+    encoding = raw.details.get("encoding")
     try:
         profile = choose_profile(path.name, config.mapping_profile)
+        garbled_headers = header_problem(raw.headers, encoding, lambda header: field_of(header, profile) is not None)
+        if garbled_headers:
+            raise FileRejected(garbled_headers)
         mapping = map_headers(raw.headers, profile)
     except MappingError as e:
         raise FileRejected(str(e)) from e
     names = column_names(raw.headers, mapping)
+    said.extend(raw.warnings)
+    garbled_values = GarbledValues(raw.headers, encoding)
 
     def records() -> Iterator[pl.DataFrame]:
         seen = 0
         for chunk in raw.chunks:
+            garbled_values.check(chunk)
             frame = to_records(chunk, names)
             seen += frame.height
             yield frame
         if seen == 0:
             raise FileRejected("the file has a header but no records")
+        said.extend(garbled_values.warnings())
 
     return (
         records(),
@@ -133,10 +144,10 @@ def read_records(
 
 
 def read_leads(
-    path: Path, config: ParseConfig | None = None, work_dir: Path | None = None
+    path: Path, config: ParseConfig | None = None, work_dir: Path | None = None, warnings: list[str] | None = None
 ) -> tuple[pl.DataFrame, dict[str, str], dict]:
     """`read_records` in one frame: for tests and small files."""
-    chunks, mapping, details = read_records(path, config or ParseConfig(), work_dir or path.parent)
+    chunks, mapping, details = read_records(path, config or ParseConfig(), work_dir or path.parent, warnings)
     return pl.concat(list(chunks)), mapping, details
 
 
@@ -171,8 +182,9 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     # The object's URI, not the temporary local copy, is what history and provenance name.
     source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
     writer = PartsWriter(step_output_dir(state.home, context.run_id, str(context.op_handle)) / "records")
+    said: list[str] = []
     try:
-        chunks, mapping, details = read_records(path, config, work_dir)
+        chunks, mapping, details = read_records(path, config, work_dir, said)
         for chunk in chunks:
             writer.write(chunk)
     except FileRejected as e:
@@ -185,6 +197,9 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     records = writer.parts()
+    warnings = tuple(f"{path.name}: {warning}" for warning in said)
+    for warning in warnings:
+        context.log.warning(warning)
     summary = FileSummary(
         partition_key=context.partition_key,
         source_file=source,
@@ -192,6 +207,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
         mapping=mapping,
         rows_read=records.rows,
         seconds={"parse": time.perf_counter() - started},
+        warnings=warnings,
     )
     context.add_output_metadata(
         {
@@ -201,6 +217,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
             "content_hash": digest,
             "column_mapping": dg.MetadataValue.json(mapping),
             "file": dg.MetadataValue.json(details),
+            **({"warnings": dg.MetadataValue.json(list(warnings))} if warnings else {}),
         },
         output_name="records",
     )

@@ -46,6 +46,7 @@ class Hostile:
     details: dict[str, object] = field(default_factory=dict)  # what parse must have detected
     config: dict[str, object] = field(default_factory=dict)  # parse run config
     error: str = ""  # the file-level error, after "<file name>: "
+    warnings: tuple[str, ...] = ()  # what the parse must warn of, exactly
 
 
 def table(rows: list[list[str]], delimiter: str = ",", eol: str = "\n", headers: list[str] = HEADERS) -> str:
@@ -688,6 +689,71 @@ def semicolon_export(rows: list[list[str]]) -> str:
     return table(rows[1:], ";", "\r\n", headers=rows[0])
 
 
+def _garbled() -> list[Hostile]:
+    french = semicolon_export(export_rows(WESTERN["French"], 5))
+    garbled_values = [
+        ["Acme", "ann@acme.com", "São Paulo", "fine"],  # Portuguese, not garbled
+        ["SociÃ©tÃ© GÃ©nÃ©rale", "sg@sg.fr", "Paris", "fine"],  # line 3: UTF-8 read as Windows-1252, saved again
+        ["JOÃO & IRMÃOS LDA", "joao@irmaos.pt", "Ã‰vora", "Pr\ufffdsident"],  # line 4: Évora, and a lost é
+        ["Lâ€™OrÃ©al", "info@loreal.fr", "Clichy", "« VIP » – 12,50 €"],
+        ["Ã", "a@x.com", "", ""],
+    ]
+    windows = [["L’Atelier", "a@atelier.fr", "12,50 €"], ["Acme", "b@acme.com", "ok"], ["Café “Bon”", "c@cafe.fr", "…"]]
+    before_writing = "it was garbled before the file was written (UTF-8 text read as Windows-1252 or Latin-1)"
+    set_cp1252 = "the file is Windows-1252, not Latin-1: set `encoding: cp1252` in the parse step's run config"
+    return [
+        Hostile(
+            "mojibake_values.csv",
+            table(garbled_values, headers=["Company", "Email", "City", "Notes"]).encode(),
+            rows_read=5,
+            values={3: {"company_name": "SociÃ©tÃ© GÃ©nÃ©rale"}, 4: {"company_name": "JOÃO & IRMÃOS LDA"}},
+            warnings=(
+                "column 'Company': 2 values garbled, on lines 3 and 5 (e.g. 'SociÃ©tÃ© GÃ©nÃ©rale', probably "
+                f"'Société Générale'), imported as written; {before_writing}, so no `encoding:` reads it right",
+                "column 'City': 1 value garbled, on line 4 (e.g. 'Ã‰vora', probably 'Évora'), imported as written; "
+                f"{before_writing}, so no `encoding:` reads it right",
+                "column 'Notes': 1 value garbled, on line 4 (e.g. 'Pr\ufffdsident'), imported as written; "
+                "U+FFFD (\ufffd) stands where characters were lost before the file was written",
+            ),
+        ),
+        Hostile(
+            "windows_1252_read_as_latin_1.csv",
+            table(windows, headers=["Company", "Email", "Notes"]).encode("cp1252"),
+            rows_read=3,
+            config={"encoding": "latin-1"},
+            values={2: {"company_name": "L\x92Atelier"}},
+            warnings=(
+                "column 'Company': 2 values garbled, on lines 2 and 4 (e.g. 'L\\x92Atelier', probably 'L’Atelier'), "
+                f"imported as written; {set_cp1252} (ops: parse: config)",
+                "column 'Notes': 2 values garbled, on lines 2 and 4 (e.g. '12,50 \\x80', probably '12,50 €'), "
+                f"imported as written; {set_cp1252} (ops: parse: config)",
+            ),
+        ),
+        Hostile(
+            "windows_1252_read_as_mac_latin2.csv",
+            french.encode("cp1252"),
+            config={"encoding": "mac_latin2"},
+            error="garbled header 'Prťnom' in column 1, probably 'Prénom' (2 more garbled: ['Sociťtť', 'Tťlťphone']): "
+            "the file is Windows-1252, not mac-latin2: set `encoding: cp1252` in the parse step's run config "
+            "(ops: parse: config)",
+        ),
+        Hostile(
+            "utf_8_read_as_windows_1252.csv",
+            french.encode(),
+            config={"encoding": "cp1252"},
+            error="garbled header 'PrÃ©nom' in column 1, probably 'Prénom' (2 more garbled: ['SociÃ©tÃ©', "
+            "'TÃ©lÃ©phone']): the file is UTF-8, not Windows-1252: set `encoding: utf-8` in the parse step's run "
+            "config (ops: parse: config)",
+        ),
+        Hostile(
+            "mojibake_header.csv",
+            "SociÃ©tÃ©,PrÃ©nom,E-mail\nAcme,Ann,ann@acme.com\n".encode(),
+            error=f"garbled header 'SociÃ©tÃ©' in column 1, probably 'Société' (1 more garbled: ['PrÃ©nom']): "
+            f"{before_writing}, so no `encoding:` reads it right",
+        ),
+    ]
+
+
 def _failures() -> list[Hostile]:
     png = b"\x89PNG\r\n\x1a\n" + bytes(200)
     plain_zip = io.BytesIO()
@@ -742,7 +808,7 @@ def _failures() -> list[Hostile]:
 
 def hostile_files() -> list[Hostile]:
     """Every hostile file with its expected outcome."""
-    return [*_dialects(), *_quoting(), *_long_and_wide(), *_excel(), *_mappings(), *_failures()]
+    return [*_dialects(), *_quoting(), *_long_and_wide(), *_garbled(), *_excel(), *_mappings(), *_failures()]
 
 
 def write(directory: Path) -> list[Path]:

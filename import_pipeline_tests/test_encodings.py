@@ -1,9 +1,15 @@
 """Text encodings: Western exports decode right, other code pages keep their detection, garbled text is never silent."""
 
+import logging
+
+import dagster as dg
 import pytest
 
 from import_pipeline.formats import RawTable
+from import_pipeline.garbled import Garble, GarbledValues, garbled, header_problem
 from import_pipeline.launch import import_file
+from import_pipeline.load import LEADS_ASSET
+from import_pipeline.mapping import field_of
 from import_pipeline.parse import ParseConfig, read_table
 from import_pipeline.western import oddities
 from import_pipeline_tests.hostile_files import (
@@ -11,14 +17,16 @@ from import_pipeline_tests.hostile_files import (
     WESTERN,
     WESTERN_SIZES,
     export_rows,
+    hostile_files,
     latin_1_rows,
     semicolon_export,
 )
 
-# The Latin-1 exports are the Western ones without Windows-1252's punctuation: fewer sizes suffice.
+# The Latin-1 exports are the Western ones without Windows-1252's punctuation, the UTF-8 ones the same text: fewer
+# sizes suffice.
 WESTERN_CASES = [
     *((language, rows, "cp1252") for language in WESTERN for rows in WESTERN_SIZES),
-    *((language, rows, "latin-1") for language in WESTERN for rows in (5, 50)),
+    *((language, rows, encoding) for language in WESTERN for rows in (5, 50) for encoding in ("latin-1", "utf-8")),
 ]
 OTHER_CASES = [(language, rows) for language in OTHER_CODE_PAGES for rows in (3, 10, 500)]
 
@@ -42,9 +50,15 @@ def test_western_export_decodes_exactly(tmp_path, language, rows, encoding):
 
     raw = _export(tmp_path, written, encoding)
 
-    assert raw.details["encoding"] == "cp1252"
+    assert raw.details["encoding"] == ("utf-8" if encoding == "utf-8" else "cp1252")
     assert raw.headers == written[0]
     assert _cells(raw) == written[1:]
+    # Nothing in them looks garbled: no Western text is taken for mojibake.
+    assert header_problem(raw.headers, raw.details["encoding"], lambda header: field_of(header) is not None) is None
+    values = GarbledValues(raw.headers, raw.details["encoding"])
+    for chunk in _export(tmp_path, written, encoding).chunks:
+        values.check(chunk)
+    assert values.warnings() == []
 
 
 @pytest.mark.parametrize(("language", "rows"), OTHER_CASES)
@@ -67,7 +81,7 @@ def test_import_job_french_windows_1252_export_keeps_its_names(pipeline):
 
     result = import_file(path)
 
-    assert (result["status"], result["inserted"]) == ("success", 50), result["error"]
+    assert (result["status"], result["inserted"], result["warnings"]) == ("success", 50, []), result["error"]
     assert pipeline.query(
         "SELECT first_name, last_name, company_name, phone, email, city, notes FROM leads ORDER BY source_row"
     ) == [tuple(value or None for value in row) for row in written[1:]]
@@ -87,3 +101,47 @@ def test_import_job_french_windows_1252_export_keeps_its_names(pipeline):
 def test_oddities_cases(text, odd_words, odd_characters):
     found = oddities(text)
     assert (found.odd_words, found.odd_characters) == (odd_words, odd_characters)
+
+
+def test_import_job_garbled_values_are_warned_of_in_the_log_metadata_and_result(pipeline):
+    hostile = next(h for h in hostile_files() if h.name == "mojibake_values.csv")
+    path = pipeline.landing / hostile.name
+    path.write_bytes(hostile.content)
+
+    result = import_file(path)
+
+    expected = [f"mojibake_values.csv: {warning}" for warning in hostile.warnings]
+    assert (result["status"], result["inserted"], result["warnings"]) == ("success", 5, expected), result["error"]
+    instance = pipeline.instance
+    outputs = instance.get_records_for_run(result["run_id"], of_type=dg.DagsterEventType.STEP_OUTPUT).records
+    parse_metadata = next(
+        r.event_log_entry.dagster_event.step_output_data.metadata
+        for r in outputs
+        if r.event_log_entry.dagster_event.step_key == "parse"
+        and r.event_log_entry.dagster_event.step_output_data.output_name == "records"
+    )
+    assert parse_metadata["warnings"].value == expected
+    (materialization,) = instance.fetch_materializations(LEADS_ASSET, limit=5).records
+    assert materialization.asset_materialization.metadata["warnings"].value == expected
+    logged = [e.user_message for e in instance.all_logs(result["run_id"]) if e.level == logging.WARNING]
+    assert [m for m in logged if m in expected] == expected
+    # Imported as written: the warning says what they probably are, the data is not rewritten behind the user.
+    assert pipeline.query("SELECT source_row, company_name FROM leads WHERE source_row IN (3, 5) ORDER BY 1") == [
+        (3, "SociÃ©tÃ© GÃ©nÃ©rale"),
+        (5, "Lâ€™OrÃ©al"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "expected"),
+    [
+        ("JOÃO & IRMÃOS, São Paulo, Ã, Groß…, « VIP », L’Oréal, 12,50 €", "utf-8", None),
+        ("Ã©cole", "utf-8", Garble("mojibake", "école", None, "UTF-8 text read as Windows-1252 or Latin-1")),
+        ("Ã©cole", "cp1252", Garble("mojibake", "école", "utf-8", "UTF-8 text read as Windows-1252 or Latin-1")),
+        ("L\x92Atelier", "latin-1", Garble("mojibake", "L’Atelier", "cp1252", "Windows-1252 text read as Latin-1")),
+        ("Pr\ufffdsident", "utf-8", Garble("lost")),
+        ("\x81", "cp1252", Garble("controls")),
+    ],
+)
+def test_garbled_cases(text, encoding, expected):
+    assert garbled(text, encoding) == expected

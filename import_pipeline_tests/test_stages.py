@@ -1,6 +1,7 @@
 """Focused tests of the subtle parts of each stage: header mapping, keys, line numbers, the cursor."""
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -364,6 +365,8 @@ def test_summary_json_round_trip_and_untagged_from_older_runs():
     result = LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
     assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
     assert from_json(json.loads(json.dumps(to_json(result)))) == result
+    warned = dataclasses.replace(summary, warnings=("f.csv: column 'City': 1 value garbled",))
+    assert from_json(json.loads(json.dumps(to_json(warned)))) == warned
     # A run from before the hand-offs were typed wrote plain objects; re-executing it reads them as the input's type.
     older = {
         "partition_key": "f.csv@ab",
