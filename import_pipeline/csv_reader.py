@@ -95,18 +95,6 @@ def _starts_with_bom(path: Path) -> bool:
         return f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
 
 
-def _scan_all(path: Path, delimiter: str) -> None:
-    """Read every record with the csv module from the file's start, for the error it meets first."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, strict=True)
-        ended_at = 0
-        try:
-            for _ in reader:
-                ended_at = reader.line_num
-        except csv.Error as e:
-            raise _csv_problem(e, ended_at + 1, reader.line_num) from e
-
-
 _FEW_LINES = 256
 # A chunk holds `chunk_rows` records or this many bytes, whichever comes first: 25,000 records of a 20,000-column
 # export are 5 GB. Not less: every operation on a column costs polars some 20 us whatever its length, so a wide file
@@ -360,13 +348,7 @@ def _record_ranges(
                 plain.consume(size)
                 start, lines_above = start + size, lines_above + lengths.len()
                 continue
-            try:
-                chunk, lines_above = _scan_with_csv_module(path, delimiter, start, lines_above, chunk_rows, CHUNK_BYTES)
-            except UnicodeDecodeError:
-                # Not UTF-8 after all (an `encoding` override): the error that reading from the start meets, as
-                # before (a decoding error's position counts from the start of the read).
-                _scan_all(path, delimiter)
-                raise
+            chunk, lines_above = _scan_with_csv_module(path, delimiter, start, lines_above, chunk_rows, CHUNK_BYTES)
             if not chunk.widths:
                 return
             yield chunk
@@ -399,7 +381,7 @@ def _csv_chunks(
 
 def read_csv_table(path: Path, encoding: str, work_dir: Path, chunk_rows: int) -> RawTable:
     """Every cell of a CSV as text, exactly as written (no type inference: leading zeros survive), in chunks."""
-    text_path = as_utf8(path, encoding, work_dir)
+    text_path, warnings = as_utf8(path, encoding, work_dir)
     with text_path.open(encoding="utf-8-sig", newline="") as f:
         sample = f.read(SNIFF_BYTES)
     if not sample.strip():
@@ -416,4 +398,5 @@ def read_csv_table(path: Path, encoding: str, work_dir: Path, chunk_rows: int) -
     }
     if header.lines_above:
         details["header_line"] = header.lines_above + 1
-    return RawTable(headers, _csv_chunks(text_path, delimiter, eol, header, len(headers), chunk_rows), details)
+    chunks = _csv_chunks(text_path, delimiter, eol, header, len(headers), chunk_rows)
+    return RawTable(headers, chunks, details, warnings)

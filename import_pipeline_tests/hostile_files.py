@@ -689,6 +689,60 @@ def semicolon_export(rows: list[list[str]]) -> str:
     return table(rows[1:], ";", "\r\n", headers=rows[0])
 
 
+def _mixed_encodings() -> list[Hostile]:
+    utf8 = "".join(f"Société {i},Zoé,z{i}@x.fr\r\n" for i in range(2, 9)).encode()  # lines 2-8
+    cp1252 = "".join(f"Hôtel {i},Hélène,h{i}@x.fr\r\n" for i in range(9, 16)).encode("cp1252")  # lines 9-15
+    header = b"Company,First Name,Email\r\n"
+    ascii_head = "".join(f"Plain {i},Ann,a{i}@x.com,{'x' * 90}\n" for i in range(2, 3002))  # 300 kB of ASCII
+    return [
+        # An export appended to another: UTF-8, then Windows-1252 from line 9 on.
+        Hostile(
+            "utf8_then_windows_1252.csv",
+            header + utf8 + cp1252,
+            rows_read=14,
+            values={8: {"company_name": "Société 8", "first_name": "Zoé"}, 9: {"company_name": "Hôtel 9"}},
+            details={"encoding": "utf-8+cp1252"},
+            warnings=(
+                "lines 9, 10, 11, 12, 13 and 2 more are not UTF-8, the file's other lines are: read as Windows-1252 "
+                "(set `encoding:` in the parse step's run config if that is wrong)",
+            ),
+        ),
+        Hostile(
+            "utf8_then_cyrillic.csv",
+            header + utf8 + "Ромашка,Иван,i@x.ru\r\n".encode("cp1251"),
+            error="undecodable content: line 9 is not UTF-8 like line 2, nor Windows-1252 text: save the file in one "
+            "encoding, UTF-8",
+        ),
+        # Nothing but ASCII in the first 256 kB, then a Windows-1252 line: the file is Windows-1252.
+        Hostile(
+            "ascii_then_windows_1252.csv",
+            ("Company,First Name,Email,Notes\n" + ascii_head + "Müller GmbH,Jürgen,j@m.de,“late”\n").encode("cp1252"),
+            rows_read=3001,
+            values={3002: {"company_name": "Müller GmbH", "notes": "“late”"}},
+            details={"encoding": "cp1252"},
+        ),
+        Hostile(
+            "windows_1252_said_utf8.csv",
+            header + utf8 + cp1252,
+            config={"encoding": "utf-8"},
+            error="undecodable content: line 9 is not utf-8 text, the encoding set in run config",
+        ),
+        Hostile(
+            "not_ascii.csv",
+            header + utf8,
+            config={"encoding": "ascii"},
+            error="undecodable content: line 2 is not ascii text, the encoding set in run config",
+        ),
+        Hostile(
+            "undefined_in_windows_1252.csv",
+            header + b"Acme,Ann,a@acme.com\r\nBeta,B\x81b,b@beta.com\r\n",
+            config={"encoding": "cp1252"},
+            error="undecodable content: line 3 is not cp1252 text; set the file's `encoding:` in the parse step's "
+            "run config (ops: parse: config)",
+        ),
+    ]
+
+
 def _garbled() -> list[Hostile]:
     french = semicolon_export(export_rows(WESTERN["French"], 5))
     garbled_values = [
@@ -808,7 +862,16 @@ def _failures() -> list[Hostile]:
 
 def hostile_files() -> list[Hostile]:
     """Every hostile file with its expected outcome."""
-    return [*_dialects(), *_quoting(), *_long_and_wide(), *_garbled(), *_excel(), *_mappings(), *_failures()]
+    return [
+        *_dialects(),
+        *_quoting(),
+        *_long_and_wide(),
+        *_mixed_encodings(),
+        *_garbled(),
+        *_excel(),
+        *_mappings(),
+        *_failures(),
+    ]
 
 
 def write(directory: Path) -> list[Path]:

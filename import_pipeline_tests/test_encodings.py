@@ -5,6 +5,7 @@ import logging
 import dagster as dg
 import pytest
 
+from import_pipeline import lines
 from import_pipeline.formats import RawTable
 from import_pipeline.garbled import Garble, GarbledValues, garbled, header_problem
 from import_pipeline.launch import import_file
@@ -145,3 +146,44 @@ def test_import_job_garbled_values_are_warned_of_in_the_log_metadata_and_result(
 )
 def test_garbled_cases(text, encoding, expected):
     assert garbled(text, encoding) == expected
+
+
+def test_import_job_utf8_file_with_windows_1252_lines_from_line_50000(pipeline):
+    """An export appended to another: every line is read in its own encoding, the Windows-1252 ones are named."""
+    utf8 = "".join(f"Société {line},Zoé,z{line}@x.fr,Orléans\n" for line in range(2, 50_000))
+    cp1252 = "".join(f"Hôtel {line},Hélène,h{line}@x.fr,Besançon – “centre”\n" for line in range(50_000, 50_100))
+    path = pipeline.landing / "appended.csv"
+    path.write_bytes(b"Company,First Name,Email,City\n" + utf8.encode() + cp1252.encode("cp1252"))
+
+    result = import_file(path, {"ops": {"parse": {"config": {"chunk_rows": 25_000}}}})
+
+    assert (result["status"], result["rows_read"], result["inserted"]) == ("success", 50_098, 50_098), result["error"]
+    assert result["warnings"] == [
+        "appended.csv: lines 50000, 50001, 50002, 50003, 50004 and 95 more are not UTF-8, the file's other lines "
+        "are: read as Windows-1252 (set `encoding:` in the parse step's run config if that is wrong)"
+    ]
+    assert pipeline.query(
+        "SELECT source_row, company_name, first_name, city FROM leads WHERE source_row IN (49999, 50000, 50099) "
+        "ORDER BY source_row"
+    ) == [
+        (49999, "Société 49999", "Zoé", "Orléans"),
+        (50000, "Hôtel 50000", "Hélène", "Besançon – “centre”"),
+        (50099, "Hôtel 50099", "Hélène", "Besançon – “centre”"),
+    ]
+
+
+@pytest.mark.parametrize("block_chars", [1, 2, 3, 7, 1024 * 1024])
+def test_lines_read_as_windows_1252_are_numbered_as_an_editor_does(tmp_path, monkeypatch, block_chars):
+    """Whatever the line ends (LF, CRLF, CR, one split across reads), each line is named and read in its encoding."""
+    monkeypatch.setattr(lines, "BLOCK_CHARS", block_chars)
+    written = ["Zoé\n", "Hélène\r\n", "ok\r", "Müller\n", "\r\n", "Café “x”\r", "né\r\n", "fin"]
+    cp1252 = {2, 4, 6}  # lines written in Windows-1252; the others in UTF-8
+    path, target = tmp_path / "mixed.csv", tmp_path / "mixed.utf8"
+    path.write_bytes(b"".join(t.encode("cp1252" if n in cp1252 else "utf-8") for n, t in enumerate(written, 1)))
+
+    found = lines.survey_utf8(path, 1_000)
+    first_lines, count = lines.utf8_with_cp1252_lines(path, target)
+
+    assert (found.bad_lines, found.utf8_line) == ([2, 4, 6], 1)
+    assert (first_lines, count) == ([2, 4, 6], 3)
+    assert target.read_bytes().decode() == "".join(written)
