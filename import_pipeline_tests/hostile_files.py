@@ -720,6 +720,7 @@ def _mixed_encodings() -> list[Hostile]:
             rows_read=3001,
             values={3002: {"company_name": "Müller GmbH", "notes": "“late”"}},
             details={"encoding": "cp1252"},
+            config={"chunk_rows": 5000},  # (not 3000 chunks of the suite's 3 records)
         ),
         Hostile(
             "windows_1252_said_utf8.csv",
