@@ -5,22 +5,23 @@ import codecs
 import collections
 import csv
 import gzip
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import charset_normalizer
 import polars as pl
 
+from import_pipeline.lines import first_undecodable_line, survey_utf8, utf8_with_cp1252_lines
 from import_pipeline.schema import SOURCE_ROW
+from import_pipeline.western import reads_as_western
 
 SNIFF_BYTES = 256 * 1024
 
 DELIMITERS = (",", ";", "\t", "|", ":")
-
-WESTERN_CHAOS_MARGIN = 0.05
 
 BINARY_MIN_CONTROL_BYTES = 16
 
@@ -28,6 +29,28 @@ BINARY_MIN_CONTROL_BYTES = 16
 _CONTROL_BYTES = bytes([*range(9), *range(14, 32)])
 
 MiB = 1024 * 1024
+
+_C1_CONTROLS = re.compile("[\x80-\x9f]")
+# The encodings a file is read in as it is, without a UTF-8 copy.
+UTF8_NAMES = ("utf-8", "utf-8-sig", "ascii")
+# A UTF-8 file some lines of which are Windows-1252 (`text_encoding`): each line is read in its own.
+UTF8_WITH_CP1252_LINES = "utf-8+cp1252"
+# The Windows code page of each ISO 8859 one: the same letters, and punctuation where ISO has C1 controls.
+WINDOWS_CODE_PAGES = {
+    "latin_1": "cp1252",
+    "iso8859_15": "cp1252",
+    "iso8859_2": "cp1250",
+    "iso8859_7": "cp1253",
+    "iso8859_8": "cp1255",
+    "iso8859_9": "cp1254",
+    "iso8859_13": "cp1257",
+}
+
+# Python's csv module refuses a value over 131,072 characters by default; real exports hold notes and call
+# transcripts of several MB. A limit stays, because the module holds the value being read at 4 bytes a character
+# and a value this long is almost always a quote that never closes: at most 256 MB of memory for one value.
+MAX_FIELD_CHARS = 64 * MiB
+csv.field_size_limit(MAX_FIELD_CHARS)
 
 _NOT_LEAD_FILES = {
     b"%PDF": "a PDF document",
@@ -57,11 +80,13 @@ class RawChunk:
 
 @dataclass
 class RawTable:
-    """A file's headers, its records chunk by chunk (read as they are consumed), and what was detected."""
+    """A file's headers, its records chunk by chunk (read as they are consumed), what was detected, and what the
+    user must be told about how it was read."""
 
     headers: list[str]
     chunks: Iterator[RawChunk]
     details: dict
+    warnings: list[str] = field(default_factory=list)
 
     def whole(self) -> RawChunk:
         """Every chunk in one: for tests and small files."""
@@ -75,6 +100,15 @@ class RawTable:
         rows = pl.concat([c.source_rows for c in chunks]) if chunks else pl.Series(SOURCE_ROW, [], pl.Int64)
         problems = [c.row_problems for c in chunks if c.row_problems is not None]
         return RawChunk(cells, rows, pl.concat(problems) if problems else None)
+
+
+def line_list(lines: list[int], count: int) -> str:
+    """`line 7`, `lines 7 and 9`, or `lines 7, 9, 12, 20, 31 and 95 more`: the first `lines` of `count`."""
+    if count == 1:
+        return f"line {lines[0]}"
+    if count == len(lines):
+        return f"lines {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
+    return f"lines {', '.join(map(str, lines))} and {count - len(lines):,} more"
 
 
 def detect_format(path: Path) -> str:
@@ -138,47 +172,103 @@ def _is_utf8(path: Path) -> bool:
 
 
 def text_encoding(path: Path, override: str = "") -> str:
-    """The file's text encoding: the override, a byte-order mark, valid UTF-8, or charset-normalizer's best guess."""
+    """The file's text encoding: the override, a byte-order mark, valid UTF-8, UTF-8 with Windows-1252 lines
+    (UTF8_WITH_CP1252_LINES), or the 8-bit code page its text reads as."""
     if override:
-        try:
-            return codecs.lookup(override).name
-        except LookupError as e:
-            raise FileRejected(f"unknown encoding {override!r} in run config") from e
+        return _checked_override(path, override)
     with path.open("rb") as f:
         head = f.read(SNIFF_BYTES)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    utf8 = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
     controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
     # A stray NUL in a text file is a rejected row, not a binary file.
-    if controls > max(len(head) // 20, BINARY_MIN_CONTROL_BYTES):
+    if utf8 == "utf-8" and controls > max(len(head) // 20, BINARY_MIN_CONTROL_BYTES):
         raise FileRejected("binary content: this is not a text file")
     if _is_utf8(path):
-        return "utf-8"
-    best = charset_normalizer.from_bytes(head).best()
-    # Short samples fit several code pages equally well; a non-UTF-8 lead export is almost always
-    # Windows-1252 (Excel on Western Windows; it also reads Latin-1 text the same), so it wins near-ties.
-    western = charset_normalizer.from_bytes(head, cp_isolation=["cp1252"]).best()
-    if western is not None and (best is None or western.chaos <= best.chaos + WESTERN_CHAOS_MARGIN):
+        return utf8
+    found = survey_utf8(path, SNIFF_BYTES)
+    text = b"".join(found.bad_bytes)
+    if found.utf8_line:  # (a byte-order mark is beyond ASCII)
+        # UTF-8, but some lines are not: exports appended to one another, a line pasted from another program.
+        # They are read as Windows-1252 when they read as Western text, with a warning naming them.
+        if reads_as_western(text):
+            return UTF8_WITH_CP1252_LINES
+        raise FileRejected(
+            f"undecodable content: line {found.bad_lines[0]} is not UTF-8 like line {found.utf8_line}, nor "
+            "Windows-1252 text: save the file in one encoding, UTF-8"
+        )
+    return _code_page(text)
+
+
+def _checked_override(path: Path, override: str) -> str:
+    """The encoding run config names, once UTF-8 or ASCII is checked to be what the file holds."""
+    try:
+        encoding = codecs.lookup(override).name
+    except LookupError as e:
+        raise FileRejected(f"unknown encoding {override!r} in run config") from e
+    # Other encodings are checked as the file is converted to UTF-8 (`as_utf8`); these are read as they are.
+    if encoding in UTF8_NAMES and (encoding == "ascii" or not _is_utf8(path)):
+        line = first_undecodable_line(path, encoding)
+        if line is not None:
+            raise FileRejected(
+                f"undecodable content: line {line} is not {encoding} text, the encoding set in run config"
+            )
+    return encoding
+
+
+def _code_page(text: bytes) -> str:
+    """The 8-bit code page of the lines of a file that are not UTF-8."""
+    # A non-UTF-8 lead export is almost always Windows-1252 (Excel on Western Windows; it also reads Latin-1 text
+    # the same). charset-normalizer judges the mess of a few slices of the text, and a slice dense in punctuation
+    # misleads it: a French export with euro signs, guillemets, en dashes and curly apostrophes came out as
+    # mac_latin2 (`HŰtel Le Mťridien`), 4 of the test suite's 84 Western exports as cp775, mac_latin2, cp1251 or
+    # iso8859_10. So Windows-1252 is taken whenever the text reads as Western (`western.reads_as_western`), and
+    # charset-normalizer decides only the rest (it tells Czech Windows-1250 from Windows-1252 where the near-tie
+    # rule this replaces, Windows-1252 within 0.05 of the best mess, did not).
+    if reads_as_western(text):
         return "cp1252"
+    matches = charset_normalizer.from_bytes(text)
+    best = matches.best()
     if best is None:
         raise FileRejected("undecodable content: the text is neither UTF-8 nor any other encoding we recognise")
+    # C1 controls are in no text: an ISO 8859 code page reading bytes 0x80-0x9F as them means the file is in the
+    # Windows code page that adds punctuation there (a Greek Windows-1253 export came out as iso8859_7, its
+    # ellipses and dashes as controls), as browsers read those labels too (the WHATWG Encoding Standard).
+    if _C1_CONTROLS.search(str(best)):
+        found = [m.encoding for m in matches]
+        windows = WINDOWS_CODE_PAGES.get(best.encoding)
+        if windows in found:
+            return windows
+        return next((m.encoding for m in matches if not _C1_CONTROLS.search(str(m))), best.encoding)
     return best.encoding
 
 
-def as_utf8(path: Path, encoding: str, work_dir: Path) -> Path:
-    """The file itself when it is UTF-8 already (polars skips a UTF-8 BOM), else a UTF-8 copy."""
-    if encoding in ("utf_8", "utf-8", "utf-8-sig", "ascii"):
-        return path
+def as_utf8(path: Path, encoding: str, work_dir: Path) -> tuple[Path, list[str]]:
+    """The file itself when it is UTF-8 already (polars skips a UTF-8 BOM), else a UTF-8 copy; and what the user
+    must be told about how it was read."""
+    if encoding in UTF8_NAMES:
+        return path, []
     work_dir.mkdir(parents=True, exist_ok=True)
     target = work_dir / f"{path.name}.utf8"
+    if encoding == UTF8_WITH_CP1252_LINES:
+        lines, count = utf8_with_cp1252_lines(path, target)
+        verb = "is" if count == 1 else "are"
+        return target, [
+            f"{line_list(lines, count)} {verb} not UTF-8, the file's other lines are: read as Windows-1252 "
+            "(set `encoding:` in the parse step's run config if that is wrong)"
+        ]
     try:
         with path.open(encoding=encoding, newline="") as src, target.open("w", encoding="utf-8", newline="") as dst:
             shutil.copyfileobj(src, dst, MiB)
     except UnicodeDecodeError as e:
-        raise FileRejected(f"undecodable content: not valid {encoding} at byte {e.start}") from e
-    return target
+        line = first_undecodable_line(path, encoding)
+        where = f"line {line}" if line is not None else "the end of the file"
+        raise FileRejected(
+            f"undecodable content: {where} is not {encoding} text; set the file's `encoding:` in the parse step's "
+            "run config (ops: parse: config)"
+        ) from e
+    return target, []
 
 
 def sniff_dialect(text: str) -> tuple[str, str]:

@@ -8,17 +8,15 @@ from import_pipeline.schema import COUNT_KEYS
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 
 
-def _step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict:
-    metadata: dict = {}
+def _step_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """Each step's output metadata, its outputs' together."""
+    found: dict[str, dict] = {}
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
         event = record.event_log_entry.get_dagster_event()
-        if event.step_key == step:
-            metadata |= {k: v.value for k, v in event.step_output_data.metadata.items()}
-    return metadata
-
-
-def _load_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
-    return _step_metadata(instance, run_id, "load")
+        found.setdefault(event.step_key or "", {}).update(
+            {k: v.value for k, v in event.step_output_data.metadata.items()}
+        )
+    return found
 
 
 def _first_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
@@ -39,7 +37,7 @@ def _reject_report(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | No
     """The run's reject report: its validate step's, or that of the run it re-executed (which validated)."""
     current: dg.DagsterRun | None = run
     while current is not None:
-        report = _step_metadata(instance, current.run_id, "validate").get("reject_report")
+        report = _step_metadata(instance, current.run_id).get("validate", {}).get("reject_report")
         if report or current.parent_run_id is None:
             return report
         current = instance.get_run_by_id(current.parent_run_id)
@@ -52,7 +50,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     if record is None:
         raise ValueError(f"no run {run_id}")
     run = record.dagster_run
-    metadata = _load_metadata(instance, run_id)
+    steps = _step_metadata(instance, run_id)
+    metadata = steps.get("load", {})
     status = _STATUS.get(run.status, run.status.value.lower())
     if status == "success" and metadata.get("skipped"):
         status = "skipped"
@@ -72,6 +71,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "reject_report": _reject_report(instance, run),
         "started_at": record.start_time,
         "error": error,
+        # The parse step's too: a run that fails later (too many invalid rows) warned of garbled values before.
+        "warnings": metadata.get("warnings") or steps.get("parse", {}).get("warnings") or [],
     }
 
 

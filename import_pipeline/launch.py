@@ -94,6 +94,7 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
             "status": "failed",
             **dict.fromkeys(COUNT_KEYS),
             "error": f"{path}: no such file",
+            "warnings": [],
         }
     digest = content_hash(path)
     # A sheet named in run config is an import of its own; which sheet the file gives is known once it is read.
@@ -110,6 +111,7 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
             **{k: earlier["counts"].get(k) for k in COUNT_KEYS},
             "already_imported_as": earlier["partition_key"],
             "error": None,
+            "warnings": [],
         }
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(LANDED_FILES, [key])

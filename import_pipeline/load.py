@@ -334,6 +334,8 @@ def load(
         # A corrected reject report: how many of its rows came from each earlier import (`resubmitted_rows`).
         by_import = pl.scan_parquet(list(summary.origins)).group_by(ORIGIN_IMPORT).len().sort(ORIGIN_IMPORT).collect()
         metadata["resubmitted_from"] = dg.MetadataValue.json({str(k): n for k, n in by_import.iter_rows()})
+    if summary.warnings:
+        metadata["warnings"] = dg.MetadataValue.json(list(summary.warnings))
     context.log_event(
         dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
     )

@@ -159,6 +159,12 @@ def normalize_header(header: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", ascii_text.lower()).strip()
 
 
+def field_of(header: str, profile: MappingProfile | None = None) -> str | None:
+    """The canonical field a header names by the profile or the alias table, alone; None if neither knows it."""
+    by_profile = profile.columns.get(normalize_header(header)) if profile else None
+    return by_profile or ALIASES.get(normalize_header(header))
+
+
 def map_headers(headers: list[str], profile: MappingProfile | None = None) -> dict[str, str]:
     """Source header -> canonical field for every header the profile or the alias table knows.
 

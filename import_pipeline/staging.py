@@ -26,6 +26,8 @@ LEAD_VALUES = (*CANONICAL_FIELDS, PHONE_E164, EXTRA)
 STAGED_COLUMNS = (SOURCE_ROW, *LEAD_VALUES, OWNER)
 _STAGED_TYPES = {SOURCE_ROW: "integer", EXTRA: "jsonb"}
 COPY_SLICE_ROWS = 100_000
+COPY_SLICE_BYTES = 64 * 1024 * 1024
+JSON_GROUP_FIELDS = 1000
 
 
 def copy_frames(
@@ -44,7 +46,10 @@ def copy_frames(
     done = 0
     with cur.copy(statement) as copy:
         for frame in frames:
-            for part in frame.select(columns).iter_slices(COPY_SLICE_ROWS):
+            frame = frame.select(columns)
+            # Slices of at most about COPY_SLICE_BYTES too: the CSV of 1,000 leads of 20,000 extra fields is 570 MB.
+            rows = int(COPY_SLICE_BYTES * frame.height // max(frame.estimated_size(), 1))
+            for part in frame.iter_slices(max(1, min(COPY_SLICE_ROWS, rows))):
                 buffer = io.BytesIO()
                 part.write_csv(buffer, include_header=False)
                 copy.write(buffer.getbuffer())
@@ -53,17 +58,26 @@ def copy_frames(
     return cur.rowcount
 
 
+def _json_object(columns: Sequence[str]) -> pl.Expr:
+    """The `extra.*` columns as one JSON object, keyed by the source header."""
+    fields = [
+        pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX))
+        for c in columns
+    ]
+    if len(fields) <= JSON_GROUP_FIELDS:
+        return pl.struct(fields).struct.json_encode()
+    # Encoding a struct of 20,000 fields took 6.3 s for 1,000 rows, 2.0 s as 20 objects of 1,000 joined.
+    groups = [
+        pl.struct(fields[i : i + JSON_GROUP_FIELDS]).struct.json_encode().str.slice(1).str.head(-1)
+        for i in range(0, len(fields), JSON_GROUP_FIELDS)
+    ]
+    return pl.concat_str([pl.lit("{"), pl.concat_str(groups, separator=","), pl.lit("}")])
+
+
 def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owner_column: str) -> pl.DataFrame:
     """The columns the staging table takes; unmapped `extra.*` columns become one JSON object per lead."""
     extras = [c for c in leads.columns if c.startswith(EXTRA_PREFIX)]
-    extra = (
-        pl.struct(
-            pl.col(c).str.replace_all("\x00", NUL_SHOWN_AS, literal=True).alias(c.removeprefix(EXTRA_PREFIX))
-            for c in extras
-        ).struct.json_encode()
-        if extras
-        else pl.lit(None, pl.String)
-    )
+    extra = _json_object(extras) if extras else pl.lit(None, pl.String)
     phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
     owner = (
         pl.col(mapping[owner_column]) if assign == "by_column" and owner_column in mapping else pl.lit(None, pl.String)

@@ -26,11 +26,13 @@ class FileSummary:
     match_keys: tuple[str, ...] = ()
     keep: str = "first"  # which occurrence of a key within the file survives
     source: str = "default"  # the system the file's external ids belong to
+    warnings: tuple[str, ...] = ()  # what the user must know about how the file was read (garbled values...)
 
     def __post_init__(self) -> None:
         # Lists, when read back from JSON.
         object.__setattr__(self, "match_keys", tuple(self.match_keys))
         object.__setattr__(self, "origins", tuple(self.origins))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
 
     def after(self, step: str, started: float, **changes: Any) -> "FileSummary":
         """This summary with `changes`, and `step`'s seconds since `started` (`time.perf_counter()`)."""

@@ -20,7 +20,7 @@ SAMPLE_COUNTS = {
     "merged": 0,
     "created": 0,
 }
-JSON_KEYS = {"run_id", "partition_key", "status", *SAMPLE_COUNTS, "error"}
+JSON_KEYS = {"run_id", "partition_key", "status", *SAMPLE_COUNTS, "error", "warnings"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def test_cli_import_json_on_the_sample(pipeline):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result.keys() >= JSON_KEYS
-    assert result["status"] == "success" and result["error"] is None
+    assert result["status"] == "success" and result["error"] is None and result["warnings"] == []
     assert {k: result[k] for k in SAMPLE_COUNTS} == SAMPLE_COUNTS
     assert pipeline.scalar("SELECT count(*) FROM leads") == SAMPLE_COUNTS["inserted"]
     assert pipeline.scalar("SELECT count(*) FROM rejected_rows") == SAMPLE_COUNTS["rows_rejected"]

@@ -21,15 +21,16 @@ READABLE = [h for h in HOSTILE if not h.error]
 UNUSABLE = [h for h in HOSTILE if h.error]
 
 
-def _read(hostile: Hostile, tmp_path):
+def _read(hostile: Hostile, tmp_path, warnings: list[str] | None = None):
     path = tmp_path / hostile.name
     path.write_bytes(hostile.content)
-    return read_leads(path, ParseConfig(**hostile.config), tmp_path / "work")
+    return read_leads(path, ParseConfig(**hostile.config), tmp_path / "work", warnings)
 
 
 @pytest.mark.parametrize("hostile", READABLE, ids=lambda h: h.name)
 def test_hostile_file_reads_exactly(hostile, tmp_path):
-    records, mapping, details = _read(hostile, tmp_path)
+    warnings: list[str] = []
+    records, mapping, details = _read(hostile, tmp_path, warnings)
     _valid, rejected = split_valid(records, mapping)
 
     assert records.height == hostile.rows_read
@@ -44,6 +45,7 @@ def test_hostile_file_reads_exactly(hostile, tmp_path):
     for line, fields in hostile.values.items():
         assert {f: by_line[line][f] for f in fields} == fields, line
     assert hostile.details.items() <= details.items(), details
+    assert tuple(warnings) == hostile.warnings
 
 
 @pytest.mark.parametrize("hostile", UNUSABLE, ids=lambda h: h.name)

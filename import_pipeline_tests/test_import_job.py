@@ -7,7 +7,7 @@ import pytest
 
 from import_pipeline.launch import import_file
 from import_pipeline.load import LEADS_ASSET
-from import_pipeline_tests.hostile_files import workbook
+from import_pipeline_tests.hostile_files import LONG_VALUE, LONG_VALUE_LINES, WIDE_COLUMNS, hostile_files, workbook
 from import_pipeline_tests.shared import FILLER, HANDMADE, HANDMADE_COUNTS
 
 
@@ -252,3 +252,31 @@ def test_import_job_rows_with_too_many_or_too_few_fields_are_rejected(pipeline, 
         (4, [{"column": None, "problem": "row has 2 fields, the header has 3"}]),
     ]
     assert [r for (r,) in pipeline.query("SELECT source_row FROM leads ORDER BY 1")] == [2, 5]
+
+
+def test_import_job_long_values_and_wide_files_keep_every_value(pipeline):
+    files = {h.name: h for h in hostile_files()}
+    for name in ("long_values.csv", "wide.csv"):
+        (pipeline.landing / name).write_bytes(files[name].content)
+
+    long = import_file(pipeline.landing / "long_values.csv", {"ops": {"validate": {"config": {"max_error_rate": 0.5}}}})
+    wide = import_file(pipeline.landing / "wide.csv")
+
+    assert (long["status"], long["rows_read"], long["inserted"], long["rows_rejected"]) == ("success", 4, 3, 1)
+    gamma = 4 + LONG_VALUE_LINES
+    # The 5 MB value of a column no field maps to is stored exactly, with its line breaks and quotes.
+    assert pipeline.query(
+        "SELECT source_row, length(extra->>'Call transcript'), md5(extra->>'Call transcript') = md5(%s) "
+        "FROM leads WHERE company_name = 'Gamma'",
+        (LONG_VALUE,),
+    ) == [(gamma, len(LONG_VALUE), True)]
+    # A 5 MB note is longer than the notes field takes: that row is rejected, with its line, its value kept.
+    assert pipeline.query("SELECT source_row, reasons, length(raw_values->>'Notes') FROM rejected_rows") == [
+        (3, [{"column": "notes", "problem": "notes is longer than 10000 characters"}], len(LONG_VALUE))
+    ]
+    assert pipeline.scalar("SELECT source_row FROM leads WHERE company_name = 'Delta'") == gamma + LONG_VALUE_LINES + 1
+    assert (wide["status"], wide["rows_read"], wide["inserted"]) == ("success", 3, 3), wide["error"]
+    assert pipeline.query(
+        "SELECT source_row, (SELECT count(*) FROM jsonb_object_keys(extra)), extra->>'Field 0', extra->>'Field 19997' "
+        "FROM leads WHERE starts_with(company_name, 'Wide ') ORDER BY source_row"
+    ) == [(line, WIDE_COLUMNS - 2, f"v{line - 2}.0", f"v{line - 2}.19997") for line in (2, 3, 4)]

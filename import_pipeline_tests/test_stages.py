@@ -1,5 +1,7 @@
 """Focused tests of the subtle parts of each stage: header mapping, keys, line numbers, the cursor."""
 
+import csv
+import dataclasses
 import json
 import os
 import time
@@ -9,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from import_pipeline import phones
+from import_pipeline import csv_reader, phones
 from import_pipeline import validate as validate_module
 from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.dedupe import KEY_COLUMNS, drop_in_file_duplicates
@@ -24,7 +26,7 @@ from import_pipeline.progress import Progress
 from import_pipeline.report import RejectReport
 from import_pipeline.schema import CANONICAL_FIELDS, MIGRATIONS, SOURCE_ROW, migrate
 from import_pipeline.sensors import LandingCursor, scan_landing
-from import_pipeline.staging import copy_frames, create_work_tables
+from import_pipeline.staging import JSON_GROUP_FIELDS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.summary import FileSummary, LoadResult, from_json, to_json
 from import_pipeline.validate import (
     LeadModel,
@@ -159,6 +161,56 @@ def test_read_leads_line_numbers_count_quoted_newlines(tmp_path):
     path.write_text('"Company\nName",Email\nA,"x\n\ny"\n\nB,b@x.com\r\nC,c@x.com\n')
     frame, _, _ = read_leads(path)
     assert frame.select("source_row", "company_name").rows() == [(3, "A"), (7, "B"), (8, "C")]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_read_records_chunks_hold_at_most_chunk_bytes(tmp_path, monkeypatch, quoted):
+    """A chunk stops at CHUNK_BYTES before chunk_rows records; plain lines (polars) and quoted ones (csv module)."""
+    path = tmp_path / "f.csv"
+    note = '"a\nb"' if quoted else "ab"
+    path.write_text("Company,Notes\n" + "".join(f"Acme {i},{note}\n" for i in range(40)))
+    monkeypatch.setattr(csv_reader, "CHUNK_BYTES", 100)
+
+    chunks, _, _ = read_records(path, ParseConfig(chunk_rows=1000), tmp_path / "work")
+
+    frames = list(chunks)
+    step = 2 if quoted else 1
+    # 10 to 14 bytes a record: 100 bytes hold 10 records at most, and a chunk ends with the record that crosses them.
+    assert len(frames) >= 4 and max(f.height for f in frames) <= 11, [f.height for f in frames]
+    assert pl.concat(frames).select("source_row", "company_name").rows() == [
+        (2 + step * i, f"Acme {i}") for i in range(40)
+    ]
+
+
+def test_read_leads_value_over_the_field_limit_names_its_record(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text('Company,Notes\nAcme,ok\nBeta,"' + "x\n" * 600 + "\nGamma,fine\n")
+    limit = csv.field_size_limit(1000)
+    try:
+        with pytest.raises(FileRejected) as refused:
+            read_leads(path)
+    finally:
+        csv.field_size_limit(limit)
+
+    assert str(refused.value) == (
+        "the record starting on line 3 has a value longer than 1,000 characters, the longest a value can be: "
+        "is a closing quote missing?"
+    )
+
+
+def test_staged_frame_extra_of_many_columns_is_one_json_object():
+    columns = {f"extra.F {i}": [f"v{i}", None if i % 2 else f'"{i}"\x00'] for i in range(JSON_GROUP_FIELDS * 2 + 5)}
+    leads = pl.DataFrame(
+        {SOURCE_ROW: [2, 3], **{f: [None, None] for f in CANONICAL_FIELDS}, **columns},
+        schema={SOURCE_ROW: pl.Int64} | {c: pl.String for c in (*CANONICAL_FIELDS, *columns)},
+    )
+
+    extra = staged_frame(leads, {}, "none", "")["extra"].to_list()
+
+    assert [json.loads(e) for e in extra] == [
+        {f"F {i}": f"v{i}" for i in range(len(columns))},
+        {f"F {i}": None if i % 2 else f'"{i}"\u2400' for i in range(len(columns))},
+    ]
 
 
 def test_partition_key_is_safe_and_keeps_the_hash():
@@ -314,6 +366,8 @@ def test_summary_json_round_trip_and_untagged_from_older_runs():
     result = LoadResult(summary, "success", {"rows_read": 3, "inserted": 3})
     assert from_json(json.loads(json.dumps(to_json(summary)))) == summary
     assert from_json(json.loads(json.dumps(to_json(result)))) == result
+    warned = dataclasses.replace(summary, warnings=("f.csv: column 'City': 1 value garbled",))
+    assert from_json(json.loads(json.dumps(to_json(warned)))) == warned
     # A run from before the hand-offs were typed wrote plain objects; re-executing it reads them as the input's type.
     older = {
         "partition_key": "f.csv@ab",
