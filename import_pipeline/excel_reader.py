@@ -21,7 +21,15 @@ import polars as pl
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable
 from import_pipeline.headers import HEADER_SEARCH_ROWS, header_index
 from import_pipeline.schema import SOURCE_ROW
-from import_pipeline.xlsx_sheet import MAX_COLUMNS, MAX_ROWS, cell_name, open_workbook, shared_strings, sheet_cells
+from import_pipeline.xlsx_sheet import (
+    MAX_COLUMNS,
+    MAX_ROWS,
+    cell_name,
+    open_workbook,
+    set_where,
+    shared_strings,
+    sheet_cells,
+)
 
 # Rows kept in memory before the rest go to disk: a sheet this size never touches the disk. Kept rows hold on to
 # their run's string buffers, several times their estimated size: the reader alone peaked at 501 MB for the
@@ -64,16 +72,16 @@ class RowsOutOfOrder(Exception):
     """A sheet whose rows do not come in ascending order: read whole by calamine instead."""
 
 
-def _iso(value: pl.Expr) -> pl.Expr:
-    """`_dates_as_iso` for one column; only 19-character texts can match."""
-    return (
-        pl.when(value.str.len_chars() == 19)
-        .then(
-            value.str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", "${1}").str.replace(
-                r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$", "${1}T${2}"
-            )
-        )
-        .otherwise(value)
+def _iso(cells: pl.DataFrame) -> pl.DataFrame:
+    """`_dates_as_iso` of the `value` column, on the only values that can match: 19 characters."""
+    value = pl.col("value")
+    return set_where(
+        cells,
+        value.str.len_chars() == 19,
+        "value",
+        value.str.replace(r"^(\d{4}-\d{2}-\d{2}) 00:00:00$", "${1}").str.replace(
+            r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$", "${1}T${2}"
+        ),
     )
 
 
@@ -109,7 +117,7 @@ def run_of(cells: pl.DataFrame) -> Run | None:
     ).row(0)
     cells = cells.with_columns(pl.col("col").cast(pl.String))
     return Run(
-        _wide(cells.with_columns(value=_iso(pl.col("value")))),
+        _wide(_iso(cells)),
         _wide(cells.filter(pl.col("row") < low + HEADER_SEARCH_ROWS)),
         low,
         high,

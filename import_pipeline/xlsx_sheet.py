@@ -739,11 +739,36 @@ def cell_name(row: int, col: int) -> str:
     return f"{_letters(col)}{row + 1}"
 
 
+def set_where(frame: pl.DataFrame, mask: pl.Expr, name: str, value: pl.Expr) -> pl.DataFrame:
+    """`name` made `value` where `mask` holds, `value` computed on those rows only: polars computes every branch
+    of a when/then chain on every row (measured: a run of 170,000 shared strings, numbers and dates, 0.65 s of
+    conversions in one chain)."""
+    at = frame.select(pl.arg_where(mask)).to_series()
+    if at.len() == 0:
+        return frame
+    if at.len() == frame.height:
+        return frame.with_columns(value.alias(name))
+    column = frame[name].clone()
+    column.scatter(at, frame[at].select(value).to_series())
+    return frame.with_columns(column)
+
+
+def _datetime_text(x: pl.Expr, is_1904: bool) -> pl.Expr:
+    """calamine's as_datetime of an Excel serial, shown as chrono shows it; none outside chrono's years."""
+    days = x + 1462.0 if is_1904 else x
+    days = pl.when(days >= 60).then(days).otherwise(days + 1)  # Excel's 1900-02-29
+    ms = (days * 86_400_000.0).round(mode="half_away_from_zero")
+    ms = pl.when(ms.is_nan()).then(0.0).otherwise(ms)  # Rust's `as i64` makes NaN 0
+    low, high = _DATETIME_MS
+    stamp = pl.from_epoch(ms.clip(low, high).cast(pl.Int64) - _EXCEL_EPOCH_MS, time_unit="ms")
+    return pl.when((ms >= low) & (ms <= high)).then(stamp.dt.to_string("%Y-%m-%d %H:%M:%S%.f"))
+
+
 def cell_text(cells: pl.DataFrame, strings: pl.Series, is_1904: bool) -> pl.DataFrame:
     """(row, col, value) of every used cell: its text as calamine and fastexcel give it; none for an error."""
     kind, text, fmt = pl.col("kind"), pl.col("text"), pl.col("fmt")
     number = kind.is_in([NUMBER, NUMBER_STRICT])
-    cells = cells.with_columns(x=pl.when(number).then(text.cast(pl.Float64, strict=False)))
+    cells = set_where(cells.with_columns(x=pl.lit(None, pl.Float64)), number, "x", text.cast(pl.Float64, strict=False))
     x = pl.col("x")
     bad = cells.filter((kind == NUMBER_STRICT) & x.is_null())
     if bad.height:
@@ -760,35 +785,19 @@ def cell_text(cells: pl.DataFrame, strings: pl.Series, is_1904: bool) -> pl.Data
         )
     plain = number & x.is_not_null() & (fmt == OTHER)
     integral = (x.abs() < 2.0**53) & (x == x.floor()) & (x != 0)
-    others = cells.filter(plain & ~integral & (x != 0) & ~x.is_nan())["x"].unique().to_list()
-    days = x + 1462.0 if is_1904 else x
-    days = pl.when(days >= 60).then(days).otherwise(days + 1)
-    ms = (days * 86_400_000.0).round(mode="half_away_from_zero")
-    ms = pl.when(ms.is_nan()).then(0.0).otherwise(ms)  # Rust's `as i64` makes NaN 0
-    low, high = _DATETIME_MS
-    stamp = pl.from_epoch(ms.clip(low, high).cast(pl.Int64) - _EXCEL_EPOCH_MS, time_unit="ms")
-    value = (
-        pl.when(kind == SHARED)
-        .then(pl.lit(strings).gather(pl.when(kind == SHARED).then(index)))
-        .when(plain & integral)
-        .then(x.cast(pl.Int64).cast(pl.String))
-        .when(plain & (x == 0))
-        .then(pl.when(1.0 / x > 0).then(pl.lit("0")).otherwise(pl.lit("-0")))
-        .when(plain & x.is_nan())
-        .then(pl.lit("NaN"))
-        .when(plain)
-        .then(x.replace_strict({v: float_text(v) for v in others}, default=None, return_dtype=pl.String))
-        .when(number & x.is_not_null())
-        .then(pl.when((ms >= low) & (ms <= high)).then(stamp.dt.to_string("%Y-%m-%d %H:%M:%S%.f")))
-        .when(number)
-        .then(text)
-        .when(kind == BOOLEAN)
-        .then(pl.when(text != "0").then(pl.lit("true")).otherwise(pl.lit("false")))
-        .when(kind == ERROR)
-        .then(pl.lit(None, pl.String))
-        .otherwise(text)
+    others = plain & ~integral & (x != 0) & ~x.is_nan()
+    shown = {v: float_text(v) for v in cells.filter(others)["x"].unique().to_list()}
+    cells = set_where(cells, kind == SHARED, "text", pl.lit(strings).gather(index))
+    cells = set_where(cells, plain & integral, "text", x.cast(pl.Int64).cast(pl.String))
+    cells = set_where(cells, plain & (x == 0), "text", pl.when(1.0 / x > 0).then(pl.lit("0")).otherwise(pl.lit("-0")))
+    cells = set_where(cells, plain & x.is_nan(), "text", pl.lit("NaN"))
+    cells = set_where(cells, others, "text", x.replace_strict(shown, default=None, return_dtype=pl.String))
+    cells = set_where(cells, number & x.is_not_null() & (fmt != OTHER), "text", _datetime_text(x, is_1904))
+    cells = set_where(
+        cells, kind == BOOLEAN, "text", pl.when(text != "0").then(pl.lit("true")).otherwise(pl.lit("false"))
     )
-    return cells.select("row", "col", value=value)
+    cells = set_where(cells, kind == ERROR, "text", pl.lit(None, pl.String))
+    return cells.select("row", "col", value="text")
 
 
 def sheet_cells(
