@@ -87,8 +87,9 @@ def _iso(cells: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass
 class Run:
-    """A run of rows, ready to keep: `row` and one column per used sheet column (`"3"` for D) of its used rows,
-    dates as ISO text; its first rows as calamine gives them, for the header search; its bounds, 0-based."""
+    """A run of rows ready to keep: its used rows, its first ones as calamine gives them, its bounds (0-based)."""
+
+    # `rows` and `head`: `row` and one column per used sheet column ("3" for D); dates as ISO text in `rows`.
 
     rows: pl.DataFrame
     head: pl.DataFrame
@@ -176,8 +177,7 @@ class SheetRows:
     def dense(
         self, start: int, chunk_rows: int, frames: list[pl.DataFrame | Path] | None = None
     ) -> Iterator[pl.DataFrame]:
-        """Every sheet row from `start` (0-based) to the last used one, blank rows included, as `row` and
-        `c0`... (the used columns), at most `chunk_rows` rows per frame."""
+        """Sheet rows from `start` (0-based) to the last used one, blank ones too, as `row`, `c0`...; a few a frame."""
         width = self.last_col - self.first_col + 1
         columns = [str(self.first_col + i) for i in range(width)]
         at = start
@@ -294,8 +294,7 @@ def _first_used_row(path: Path, sheet: str) -> int:
 
 
 def read_whole_sheet(path: Path, fmt: str, sheet: str, chunk_rows: int) -> RawTable:
-    """The sheet read whole by calamine (polars' engine), then cut into chunks: XLS, and the reference the
-    streamed XLSX reader is compared with."""
+    """The sheet read whole by calamine (polars' engine), then cut into chunks: XLS, and the XLSX reference."""
     names = fastexcel.read_excel(path).sheet_names
     name = _chosen(sheet, names)
     table = pl.read_excel(

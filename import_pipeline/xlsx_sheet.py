@@ -4,7 +4,8 @@ true/false, formulas as their cached values, error cells empty but used.
 
 A block's rows are parsed by polars when every row and cell has one of the shapes Excel and the common writers
 produce (checked, not assumed: every `<` of the block is accounted for); any other block is read by a port of
-calamine's event loop in Python, about 30 times slower. Both give the same frame of cells, converted to text
+calamine's event loop in Python, 10 times slower (measured on 20,000 rows of
+15 columns: 4.4 s of CPU against 0.47 s). Both give the same frame of cells, converted to text
 by the same polars expressions.
 """
 
@@ -317,8 +318,8 @@ class _Stream:
 
 
 def read_string(stream: _Stream, closing: str) -> str:
-    """calamine's read_string: the `<t>` texts of an `<si>` or `<is>`, rich-text runs joined, phonetic runs left
-    out, each trimmed of ASCII whitespace unless `xml:space="preserve"`, Excel's `_x00HH_` escapes undone."""
+    """calamine's read_string: the `<t>` texts of an `<si>` or `<is>` (rich-text runs joined, phonetic ones out)."""
+    # Each `<t>` is trimmed of ASCII whitespace unless `xml:space="preserve"`, then Excel's `_x00HH_` undone.
     rich: str | None = None
     phonetic = False
     while True:
@@ -472,8 +473,8 @@ def _utf8(data: bytes) -> pl.Series | None:
 
 
 def fast_cells(data: bytes, p: str, formats: list[int]) -> tuple[pl.DataFrame, int] | None:
-    """The cells of a run of whole rows, by polars, and the row index after them; None unless every row tag has
-    `r` and every cell is `<c r="..." ...>` holding nothing, a `<v>`, or an `<is><t>`, after a formula or not."""
+    """The cells of a run of whole rows by polars, and the row index after them; None for shapes it does not know."""
+    # Known: row tags with `r`, cells `<c r="..." ...>` holding nothing, a `<v>` or an `<is><t>`, after a formula.
     amps = data.count(b"&") if b"&" in data else 0
     if amps and amps != sum(data.count(e.encode()) for e in _ENTITIES):
         return None  # character references, or a bare &: the exact reader
@@ -663,9 +664,8 @@ def _decoded(data: bytes) -> str:
 
 
 def _runs(stream: IO[bytes], start: re.Pattern[bytes], end: str, unit: str) -> Iterator[tuple[bytes, str]]:
-    """A zip member's XML from its `start` element to `</end>`, in runs of whole `unit` elements of about
-    BLOCK_BYTES (one element more when it alone is larger), and the namespace prefix the document uses (`x:` for
-    `<x:row>`)."""
+    """A member's XML from `start` to `</end>` in runs of whole `unit` elements, with its prefix (`x:`)."""
+    # A run is about BLOCK_BYTES, or one element when it alone is larger.
     head = b""
     while (found := start.search(head)) is None:
         more = stream.read(BLOCK_BYTES)
@@ -740,9 +740,9 @@ def cell_name(row: int, col: int) -> str:
 
 
 def set_where(frame: pl.DataFrame, mask: pl.Expr, name: str, value: pl.Expr) -> pl.DataFrame:
-    """`name` made `value` where `mask` holds, `value` computed on those rows only: polars computes every branch
-    of a when/then chain on every row (measured: a run of 170,000 shared strings, numbers and dates, 0.65 s of
-    conversions in one chain)."""
+    """`name` made `value` where `mask` holds, `value` computed on those rows only."""
+    # polars computes every branch of a when/then chain on every row (measured: 100,000 rows of shared strings,
+    # numbers and dates converted in 0.65 s of CPU by one chain, 0.41 s this way).
     at = frame.select(pl.arg_where(mask)).to_series()
     if at.len() == 0:
         return frame
@@ -803,8 +803,7 @@ def cell_text(cells: pl.DataFrame, strings: pl.Series, is_1904: bool) -> pl.Data
 def sheet_cells(
     book: Workbook, sheet: str, strings: pl.Series, finish: Callable[[pl.DataFrame], T], *, exact: bool = False
 ) -> Iterator[T]:
-    """`finish` of the used cells of a sheet, a run of whole rows at a time, in the order the rows come: cells as
-    (row, col, value), 0-based. `exact` reads every run with the port of calamine's event loop (for tests)."""
+    """`finish` of each run's used cells (row, col, value; 0-based), in order; `exact`: the port reads every run."""
     path = book.sheets[sheet]
     member = book.member(path)
     if member is None:
