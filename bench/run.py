@@ -10,6 +10,7 @@ existing leads first, and (c) `import-pipeline import WORKLOAD`, (b) and (c) fro
 with their peak RSS; during (c) an application session writes to `leads` every 0.2 s (app_writes.py).
 T3: a 1,000-row file dropped into the landing folder of a running `import-pipeline dev`, to commit.
 T4: landing-sensor ticks over a folder of 10,000 files, half of them imported before.
+T5 (--xlsx ROWS, repeatable): one XLSX sheet of ROWS leads and the same leads as CSV, each imported (workbook.py).
 Ratios, not absolute times, are comparable across runs. Writes bench/out/results.json and results.md.
 """
 
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -44,6 +46,7 @@ TARGETS = {
     "peak_rss_mb_10m": 500,
     "drop_to_commit_s": 15.0,
     "slowest_tick_s": 2.0,
+    "workbook_peak_rss_mb": 1024,
 }
 COUNTS = {
     "invalid": "rows_rejected",
@@ -266,7 +269,9 @@ def _wait(by_kind: dict, kind: str) -> str:
     return f"{w['max_s']} / {w['p99_s']}" if w else "-"
 
 
-def markdown(results: list[dict], machine: str, latency: dict | None, sensor: dict | None) -> str:
+def markdown(
+    results: list[dict], machine: str, latency: dict | None, sensor: dict | None, workbooks: Sequence[dict] = ()
+) -> str:
     lines = [
         f"Measured {datetime.date.today()} on {machine}.",
         "",
@@ -310,6 +315,17 @@ def markdown(results: list[dict], machine: str, latency: dict | None, sensor: di
             f"{sensor['largest_cursor_bytes']:,} vs {small:,} bytes | bounded | "
             f"{'met' if sensor['largest_cursor_bytes'] <= 2 * max(small, 1) else '**missed**'} |"
         )
+    for w in workbooks:
+        goal = TARGETS["workbook_peak_rss_mb"]
+        lines.append(
+            f"| T5 peak RSS of a {w['rows']:,}-row XLSX import | {w['xlsx_peak_rss_mb']} MB "
+            f"({w['xlsx_import_s']} s, {w['ratio_xlsx_to_csv']}x the CSV) | ≤ {goal} MB | "
+            f"{_verdict(w['xlsx_peak_rss_mb'], goal)} |"
+        )
+    if workbooks:
+        from workbook import markdown as workbook_markdown  # bench/ is the script's folder
+
+        lines += workbook_markdown(workbooks)
     if not results:
         return "\n".join(lines) + "\n"
     lines += [
@@ -365,6 +381,15 @@ def main() -> None:
         "--existing-rows", type=int, default=1_000_000, help="at most this many leads already in the table"
     )
     parser.add_argument("--skip-latency", action="store_true", help="skip T3 and T4")
+    parser.add_argument(
+        "--xlsx",
+        type=int,
+        action="append",
+        help="T5: leads on one XLSX sheet against the same as CSV; repeat for several",
+    )
+    parser.add_argument(
+        "--xlsx-cache", type=Path, default=Path(tempfile.gettempdir()) / "import-bench-workbooks", help="T5's files"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
 
@@ -392,6 +417,12 @@ def main() -> None:
             conn.execute("TRUNCATE leads, lead_history, rejected_rows, imports CASCADE")
         results.append(bench(rows, min(rows, args.existing_rows), work))
         print(json.dumps(results[-1]), file=sys.stderr)
+    workbooks = []
+    for rows in args.xlsx or []:
+        from workbook import bench_workbook  # bench/ is the script's folder
+
+        workbooks.append(bench_workbook(rows, os.environ["IMPORT_PIPELINE_DATABASE_URL"], work, args.xlsx_cache))
+        print(json.dumps(workbooks[-1]), file=sys.stderr)
     latency = sensor = None
     if not args.skip_latency:
         from latency import drop_to_commit  # bench/ is the script's folder
@@ -417,11 +448,12 @@ def main() -> None:
                 "results": results,
                 "latency": latency,
                 "sensor": sensor,
+                "workbooks": workbooks,
             },
             indent=2,
         )
     )
-    table = markdown(results, machine, latency, sensor)
+    table = markdown(results, machine, latency, sensor, workbooks)
     (args.out / "results.md").write_text(table)
     print(table)
 
