@@ -20,6 +20,7 @@ from import_pipeline.config import (
     DATABASE_URL_ENV,
     PROJECT_ROOT,
     UI_URL_ENV,
+    RunConfigError,
     dagster_storage_url,
     home_dir,
     landing_dir,
@@ -34,7 +35,6 @@ from import_pipeline.embedded_server import (
     start_embedded_server,
     stop_embedded_server,
 )
-from import_pipeline.run_config import RunConfigError, check_run_config
 from import_pipeline.schema import COUNT_KEYS
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
@@ -107,6 +107,9 @@ def _read_run_config(path: str | None) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UsageError(f"--config {path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    # Here, not at the top: the config classes bring polars, pandera and phonenumbers (1.3 s of every command).
+    from import_pipeline.run_config import check_run_config
+
     try:
         check_run_config(run_config)
     except RunConfigError as e:

@@ -116,3 +116,7 @@ def process_environment(home: Path, leads_url: str, dagster_url: str, embedded: 
         "DAGSTER_HOME": os.environ.get(DAGSTER_HOME_ENV) or str(PROJECT_ROOT),
         DAGSTER_DIR_ENV: str(dagster_dir(home)),
     }
+
+
+class RunConfigError(ValueError):
+    """The run config cannot run: the message names the field, the value and what is allowed."""

@@ -6,10 +6,13 @@ from typing import Any
 import dagster as dg
 import pydantic
 
+from import_pipeline.config import RunConfigError
 from import_pipeline.dedupe import DedupeConfig
 from import_pipeline.load import LoadConfig
 from import_pipeline.parse import ParseConfig
 from import_pipeline.validate import ValidateConfig
+
+__all__ = ["OP_CONFIGS", "RunConfigError", "check_against_job", "check_config", "check_run_config"]
 
 OP_CONFIGS: dict[str, type[dg.Config]] = {
     "parse": ParseConfig,
@@ -17,10 +20,6 @@ OP_CONFIGS: dict[str, type[dg.Config]] = {
     "dedupe": DedupeConfig,
     "load": LoadConfig,
 }
-
-
-class RunConfigError(ValueError):
-    """The run config cannot run: the message names the field, the value and what is allowed."""
 
 
 def _explained(op: str, error: pydantic.ValidationError) -> str:

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from import_pipeline.launch import import_file
+from import_pipeline.run_config import RunConfigError, check_run_config
 from import_pipeline_tests.shared import CLI, FAIL_FIRST_LOAD, HANDMADE, SAMPLES, started_steps
 
 # samples/README.md: what bench/generate.py predicts for these seeded files.
@@ -75,56 +76,69 @@ def test_cli_dsn_prints_a_working_connection_string(pipeline):
     assert done.stdout.strip() == pipeline.leads_url
 
 
+BAD_CONFIGS = [
+    (
+        {"validate": {"config": {"max_error_rate": -1}}},
+        "ops.validate.config.max_error_rate = -1: Input should be greater than or equal to 0",
+    ),
+    (
+        {"parse": {"config": {"max_file_mb": 0}}},
+        "ops.parse.config.max_file_mb = 0: Input should be greater than or equal to 1",
+    ),
+    (
+        {"validate": {"config": {"phone_region": "ZZ"}}},
+        "ops.validate.config.phone_region = 'ZZ': not a region phonenumbers knows; use a two-letter code such as "
+        "US, GB, FR or DE",
+    ),
+    (
+        {"dedupe": {"config": {"match_keys": []}}},
+        "ops.dedupe.config.match_keys = []: List should have at least 1 item after validation, not 0",
+    ),
+    (
+        {"load": {"config": {"assign": "single"}}},
+        "ops.load.config: assign: single needs `owners` (a list of owner names)",
+    ),
+    (
+        {"load": {"config": {"on_existing": "upsert"}}},
+        "ops.load.config.on_existing = 'upsert': Input should be 'skip', 'update', 'merge' or 'create'",
+    ),
+    (
+        {"load": {"config": {"owner": "ann"}}},
+        "ops.load.config.owner: no such setting; load takes on_existing, assign, owners, owner_column, reassign_existing",
+    ),
+    (
+        {"parse": {"config": {"encoding": "klingon"}}},
+        "ops.parse.config.encoding = 'klingon': not an encoding Python knows; e.g. cp1252, latin-1, utf-16, utf-8",
+    ),
+    ({"lod": {}}, "ops.lod: no such op with config; the import job's are parse, validate, dedupe, load"),
+]
+
+
+@pytest.mark.parametrize(("ops", "error"), BAD_CONFIGS)
+def test_check_run_config_names_the_field_the_value_and_what_is_allowed(ops, error):
+    with pytest.raises(RunConfigError) as refused:
+        check_run_config({"ops": ops})
+    assert str(refused.value) == error
+
+
+# Through the CLI as a user meets it: each case is a process (about 3 s), so two stand for the rules above.
 @pytest.mark.parametrize(
-    ("config", "code", "error"),
+    ("config", "error"),
     [
         (
             "ops:\n  validate:\n    config:\n      max_error_rate: -1\n",
-            2,
             "ops.validate.config.max_error_rate = -1: Input should be greater than or equal to 0",
         ),
-        (
-            "ops:\n  parse:\n    config:\n      max_file_mb: 0\n",
-            2,
-            "ops.parse.config.max_file_mb = 0: Input should be greater than or equal to 1",
-        ),
-        (
-            "ops:\n  validate:\n    config:\n      phone_region: ZZ\n",
-            2,
-            "ops.validate.config.phone_region = 'ZZ': not a region phonenumbers knows; use a two-letter code such as "
-            "US, GB, FR or DE",
-        ),
-        (
-            "ops:\n  dedupe:\n    config:\n      match_keys: []\n",
-            2,
-            "ops.dedupe.config.match_keys = []: List should have at least 1 item after validation, not 0",
-        ),
-        (
-            "ops:\n  load:\n    config:\n      assign: single\n",
-            2,
-            "ops.load.config: assign: single needs `owners` (a list of owner names)",
-        ),
-        (
-            "ops:\n  load:\n    config:\n      on_existing: upsert\n",
-            2,
-            "ops.load.config.on_existing = 'upsert': Input should be 'skip', 'update', 'merge' or 'create'",
-        ),
-        (
-            "ops:\n  load:\n    config:\n      owner: ann\n",
-            2,
-            "ops.load.config.owner: no such setting; load takes on_existing, assign, owners, owner_column, "
-            "reassign_existing",
-        ),
-        ("ops: [\n", 2, "not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'"),
+        ("ops: [\n", "not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'"),
     ],
 )
-def test_cli_bad_config_is_one_json_object_before_anything_runs(pipeline, tmp_path, config, code, error):
+def test_cli_bad_config_is_one_json_object_before_anything_runs(pipeline, tmp_path, config, error):
     path = tmp_path / "run.yaml"
     path.write_text(config)
 
     done = _cli("import", str(SAMPLES / "leads_sample.csv"), "--config", str(path), "--json")
 
-    assert done.returncode == code
+    assert done.returncode == 2
     assert json.loads(done.stdout) == {
         "run_id": None,
         "partition_key": None,
