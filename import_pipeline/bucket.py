@@ -34,6 +34,17 @@ class BucketStore(dg.ConfigurableResource):
         )
         return page.get("Contents", [])
 
+    def holds(self, uri: str) -> bool:
+        """Whether `s3://bucket/key[#etag]` names an object of this bucket, under its prefix."""
+        bucket, _, key = uri.removeprefix("s3://").partition("#")[0].partition("/")
+        return (
+            bool(self.bucket) and bucket == self.bucket and key.startswith(self.prefix) and ".." not in key.split("/")
+        )
+
+    def location(self) -> str:
+        """The bucket and prefix as a URI, for messages."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.bucket else "no bucket (IMPORT_PIPELINE_S3_BUCKET is unset)"
+
     def download(self, uri: str, target_dir: Path, max_bytes: int) -> Path:
         """Stream `s3://bucket/key#etag` to `target_dir`, refusing a changed object or one above `max_bytes`."""
         location, _, etag = uri.removeprefix("s3://").partition("#")

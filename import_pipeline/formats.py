@@ -266,7 +266,7 @@ def as_utf8(path: Path, encoding: str, work_dir: Path) -> tuple[Path, list[str]]
         where = f"line {line}" if line is not None else "the end of the file"
         raise FileRejected(
             f"undecodable content: {where} is not {encoding} text; set the file's `encoding:` in the parse step's "
-            "run config (ops: parse: config)"
+            "run config (ops: leads: ops: parse: config)"
         ) from e
     return target, []
 

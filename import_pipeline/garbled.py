@@ -97,7 +97,7 @@ def _remedy(garble: Garble, encoding: str | None) -> str:
     if garble.encoding:
         return (
             f"the file is {_name(garble.encoding)}, not {_name(encoding)}: "
-            f"set `encoding: {garble.encoding}` in the parse step's run config (ops: parse: config)"
+            f"set `encoding: {garble.encoding}` in the parse step's run config (ops: leads: ops: parse: config)"
         )
     if garble.kind == "mojibake":
         return f"it was garbled before the file was written ({garble.how}), so no `encoding:` reads it right"

@@ -5,15 +5,31 @@ import dagster as dg
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.schema import COUNT_KEYS
 
+
+def step_name(step_key: str) -> str:
+    """The op a step runs: `load` for the `leads` asset's step `leads.load`."""
+    return step_key.rsplit(".", 1)[-1]
+
+
+# Imports are runs of the import job, or of the job the asset catalog's Materialize launches (Dagster's
+# implicit job of every asset: here `leads` alone).
+IMPORT_JOBS = (import_leads_job.name, "__ASSET_JOB")
+
+
+def is_import(run: dg.DagsterRun) -> bool:
+    """Whether `run` imports a file (a run of an import job with a partition)."""
+    return run.job_name in IMPORT_JOBS and "dagster/partition" in run.tags
+
+
 _STATUS = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failed"}
 
 
 def _step_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
-    """Each step's output metadata, its outputs' together."""
+    """Each step's output metadata, its outputs' together, by the step's op name (`load` for `leads.load`)."""
     found: dict[str, dict] = {}
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
         event = record.event_log_entry.get_dagster_event()
-        found.setdefault(event.step_key or "", {}).update(
+        found.setdefault(step_name(event.step_key or ""), {}).update(
             {k: v.value for k, v in event.step_output_data.metadata.items()}
         )
     return found
@@ -51,7 +67,9 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         raise ValueError(f"no run {run_id}")
     run = record.dagster_run
     steps = _step_metadata(instance, run_id)
-    metadata = steps.get("load", {})
+    # The last step's record names where the file is now (processed/...); a run that failed after the load
+    # still has the load's.
+    metadata = steps.get("archive_file") or steps.get("load", {})
     status = _STATUS.get(run.status, run.status.value.lower())
     if status == "success" and metadata.get("skipped"):
         status = "skipped"
@@ -78,7 +96,15 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
 
 def import_history(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
     """The most recent imports, newest first."""
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=import_leads_job.name), limit=limit)
+    records = sorted(
+        (
+            record
+            for job in IMPORT_JOBS
+            for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=limit)
+        ),
+        key=lambda record: record.create_timestamp,
+        reverse=True,
+    )[:limit]
     rows = [import_summary(instance, r.dagster_run.run_id) for r in records]
     # Newest first: the first row of a partition is its latest outcome (a failed run retried since says so).
     latest: dict[str, dict] = {}

@@ -50,6 +50,14 @@ def partition_key(file_name: str, digest: str, sheet: str = "") -> str:
     return f"{named}@{digest[:HASH_CHARS]}"
 
 
+_KEY = re.compile(rf".+@[0-9a-f]{{{HASH_CHARS}}}")
+
+
+def is_landed_key(key: str) -> bool:
+    """Whether `key` is one `partition_key` makes (`<name>@<hash>`), not a file name typed in the UI."""
+    return bool(_KEY.fullmatch(key))
+
+
 def hash_of_key(key: str) -> str:
     """The content-hash prefix a partition key ends with."""
     return key.rsplit("@", 1)[-1]
@@ -57,6 +65,8 @@ def hash_of_key(key: str) -> str:
 
 def sheet_of_key(key: str) -> str:
     """The safe name of the sheet a partition key names, or "" (the first sheet, or not a workbook)."""
+    if not is_landed_key(key):
+        return ""  # a file name typed in the UI
     named = key.rsplit("@", 1)[0]
     return named.split(SHEET_MARK, 1)[1] if SHEET_MARK in named else ""
 
@@ -164,9 +174,32 @@ def find_landed_file(landing: Path, key: str) -> Path:
         if _safe_name(entry.name) == name_part and content_hash(Path(entry.path)).startswith(hash_of_key(key)):
             return Path(entry.path)
     raise dg.Failure(
-        description=f"No file in {landing} matches partition {key!r}: it was moved, renamed or changed "
-        "since it landed. Launch the run with config `ops: parse: config: source_path` pointing at it."
+        description=f"No file in {landing} matches partition {key!r}: it was moved (an imported file moves to "
+        "processed/), renamed or changed since it landed. To import a file now in the landing folder, "
+        "Materialize `leads` and add a partition named as the file.",
+        allow_retries=False,
     )
+
+
+def named_landed_file(landing: Path, name: str) -> Path:
+    """The landing-folder file a user named (`leads.csv`, `2026/leads.csv`); nothing outside the folder."""
+    root = Path(os.path.realpath(landing))
+    path = Path(os.path.realpath(root / name))
+    if not path.is_relative_to(root) or path == root:
+        raise dg.Failure(
+            description=f"{name!r} is not a file in the landing folder {landing}: only files in it (or objects "
+            "in the configured bucket) can be imported. Copy the file into the landing folder first.",
+            allow_retries=False,
+        )
+    if not path.is_file():
+        present = sorted(e.name for e in landed_entries(landing))
+        listed = ", ".join(present[:10]) + (f" and {len(present) - 10} more" if len(present) > 10 else "")
+        raise dg.Failure(
+            description=f"no file named {name!r} in the landing folder {landing}; "
+            + (f"the files there are: {listed}" if present else "the folder is empty"),
+            allow_retries=False,
+        )
+    return path
 
 
 def move_aside(path: Path, folder: Path) -> Path:

@@ -13,21 +13,22 @@ from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, PROJECT_ROOT
+from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, HOME_ENV, PROJECT_ROOT, home_dir
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.formats import FileRejected, detect_format
 from import_pipeline.history import import_summary
 from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
-from import_pipeline.run_config import check_against_job
+from import_pipeline.run_config import check_against_job, job_run_config, short_form
 from import_pipeline.schema import COUNT_KEYS
+from import_pipeline.state import StateFolder
 
 
-def _with_source_path(run_config: dict, path: Path) -> dict:
-    ops = dict(run_config.get("ops", {}))
-    parse = dict(ops.get("parse", {}))
-    parse["config"] = {**parse.get("config", {}), "source_path": str(path)}
-    return {**run_config, "ops": {**ops, "parse": parse}}
+def _with_source_path(run_config: Mapping[str, Any], path: Path) -> dict:
+    ops = short_form(run_config)
+    parse = dict(ops.get("parse") or {})
+    parse["config"] = {**(parse.get("config") or {}), "source_path": str(path)}
+    return job_run_config({**run_config, "ops": {**ops, "parse": parse}})
 
 
 def _remote_origin(job_name: str) -> RemoteJobOrigin:
@@ -51,6 +52,7 @@ def run_here(
     """Run the import job in this process, as a run the UI can re-execute; from the failed step when `parent` is given."""
     job = dg.reconstructable(resolved_import_leads_job)
     job_def = job.get_definition()
+    run_config = job_run_config(run_config)
     check_against_job(job_def, run_config)
     lineage: dict[str, Any] = {}
     if parent is not None:
@@ -98,7 +100,7 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
         }
     digest = content_hash(path)
     # A sheet named in run config is an import of its own; which sheet the file gives is known once it is read.
-    sheet = str((run_config or {}).get("ops", {}).get("parse", {}).get("config", {}).get("sheet") or "")
+    sheet = str(((short_form(run_config or {}).get("parse") or {}).get("config") or {}).get("sheet") or "")
     workbook = _is_workbook(path)
     key = partition_key(path.name, digest, sheet if workbook else "")
     with psycopg.connect(os.environ[DATABASE_URL_ENV]) as conn, conn.cursor() as cur:
@@ -113,6 +115,8 @@ def import_file(path: Path, run_config: dict | None = None) -> dict:
             "error": None,
             "warnings": [],
         }
+    # Named on this machine's command line: runs may read it, though it may lie outside the landing folder.
+    StateFolder(home=os.environ.get(HOME_ENV) or str(home_dir())).grant(path)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(LANDED_FILES, [key])
         run_id = run_here(

@@ -9,7 +9,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import polars as pl
@@ -23,6 +23,7 @@ from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, 
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
 from import_pipeline.parts import Parts
 from import_pipeline.progress import Laps
+from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -261,6 +262,76 @@ def load_with_retries(
     raise AssertionError("unreachable")
 
 
+def leads_table_columns(leads_db: LeadsDatabase) -> list[list]:
+    """The `leads` table's columns as the database has them now (the application may add its own)."""
+    with leads_db.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'leads' ORDER BY ordinal_position
+            """
+        )
+        return [list(row) for row in cur.fetchall()]
+
+
+def import_record(
+    summary: FileSummary, counts: dict, config: "LoadConfig", load_seconds: dict, columns: list[list]
+) -> dict[str, Any]:
+    """What the import did, as JSON-ready values: the `leads` partition's materialization (`as_metadata`)."""
+    duration = sum(summary.seconds.values())
+    record: dict[str, Any] = {
+        **{k: counts.get(k, 0) for k in COUNT_KEYS},
+        "dagster/row_count": sum(counts.get(k, 0) for k in ("inserted", "updated", "merged", "created")),
+    }
+    if summary.rejected_sample:
+        # Next to the counts: what a user opening the import looks for first.
+        record["rejected_rows"] = list(summary.rejected_sample)
+        record["reject_report"] = summary.reject_report
+    record |= {
+        "on_existing": config.on_existing,
+        "match_keys": ", ".join(summary.match_keys),
+        "duration_s": round(duration, 3),
+        "rows_per_s": round(counts["rows_read"] / duration) if duration else 0,
+        "source_file": summary.source_file,
+        "content_hash": summary.content_hash,
+        "step_seconds": {step: round(s, 2) for step, s in summary.seconds.items()},
+        "load_seconds": load_seconds,
+        "dagster/column_schema": columns,
+    }
+    if summary.origins:
+        # A corrected reject report: how many of its rows came from each earlier import (`resubmitted_rows`).
+        by_import = pl.scan_parquet(list(summary.origins)).group_by(ORIGIN_IMPORT).len().sort(ORIGIN_IMPORT).collect()
+        record["resubmitted_from"] = {str(k): n for k, n in by_import.iter_rows()}
+    if summary.warnings:
+        record["warnings"] = list(summary.warnings)
+    return record
+
+
+_PATHS = ("source_file", "landed_as", "archived_to", "reject_report")
+
+
+def as_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """`import_record` as Dagster metadata: paths as paths, the columns as a table schema, samples as tables."""
+    metadata: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "dagster/column_schema":
+            metadata[key] = dg.TableSchema(
+                columns=[
+                    dg.TableColumn(name, kind, constraints=dg.TableColumnConstraints(nullable=nullable))
+                    for name, kind, nullable in value
+                ]
+            )
+        elif key == "rejected_rows":
+            metadata[key] = sample_table(tuple(value))
+        elif key in _PATHS and isinstance(value, str):
+            metadata[key] = dg.MetadataValue.path(value)
+        elif isinstance(value, dict | list):
+            metadata[key] = dg.MetadataValue.json(value)
+        else:
+            metadata[key] = value
+    return metadata
+
+
 # The only retries are `load_with_retries`' own, for transient errors: Dagster's retry policy would also
 # retry permanent errors (a bad value, a violated constraint) and start the step over for each.
 @dg.op(pool=LOAD_POOL)
@@ -313,35 +384,14 @@ def load(
             f"{summary.source_file}: the same bytes were imported as {counts['already_imported_as']}; skipped"
         )
         # The earlier import's counts: what these bytes (this sheet of them) became.
-        context.add_output_metadata(
-            {"skipped": True, "already_imported_as": counts["already_imported_as"], **committed}
-        )
-        return LoadResult(summary, "skipped", committed)
+        record = {"skipped": True, "already_imported_as": counts["already_imported_as"], **committed}
+        context.add_output_metadata(as_metadata(record))
+        return LoadResult(summary, "skipped", committed, record)
 
-    duration = sum(summary.seconds.values())
-    metadata = {
-        **{k: counts.get(k, 0) for k in COUNT_KEYS},
-        "on_existing": config.on_existing,
-        "match_keys": ", ".join(summary.match_keys),
-        "duration_s": round(duration, 3),
-        "rows_per_s": round(counts["rows_read"] / duration) if duration else 0,
-        "source_file": dg.MetadataValue.path(summary.source_file),
-        "content_hash": summary.content_hash,
-        "step_seconds": dg.MetadataValue.json({step: round(s, 2) for step, s in summary.seconds.items()}),
-        "load_seconds": dg.MetadataValue.json(laps.seconds),
-    }
-    if summary.origins:
-        # A corrected reject report: how many of its rows came from each earlier import (`resubmitted_rows`).
-        by_import = pl.scan_parquet(list(summary.origins)).group_by(ORIGIN_IMPORT).len().sort(ORIGIN_IMPORT).collect()
-        metadata["resubmitted_from"] = dg.MetadataValue.json({str(k): n for k, n in by_import.iter_rows()})
-    if summary.warnings:
-        metadata["warnings"] = dg.MetadataValue.json(list(summary.warnings))
-    context.log_event(
-        dg.AssetMaterialization(asset_key=LEADS_ASSET, partition=context.partition_key, metadata=metadata)
-    )
+    record = import_record(summary, counts, config, laps.seconds, leads_table_columns(leads_db))
     # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
     context.instance.add_run_tags(
         context.run_id, {f"{OUTCOME_TAG_PREFIX}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
     )
-    context.add_output_metadata(metadata)
-    return LoadResult(summary, "success", committed)
+    context.add_output_metadata(as_metadata(record))
+    return LoadResult(summary, "success", committed, record)

@@ -21,7 +21,15 @@ from import_pipeline.csv_reader import read_csv_table
 from import_pipeline.excel_reader import read_excel_table, sheet_names
 from import_pipeline.formats import FileRejected, MiB, RawChunk, RawTable, detect_format, gunzip, text_encoding
 from import_pipeline.garbled import GarbledValues, header_problem
-from import_pipeline.landing import content_hash, find_landed_file, hash_of_key, sheet_matches_key, sheet_of_key
+from import_pipeline.landing import (
+    content_hash,
+    find_landed_file,
+    hash_of_key,
+    is_landed_key,
+    named_landed_file,
+    sheet_matches_key,
+    sheet_of_key,
+)
 from import_pipeline.mapping import MappingError, choose_profile, field_of, map_headers, profiles
 from import_pipeline.parts import PartsWriter, step_output_dir
 from import_pipeline.schema import (
@@ -212,26 +220,55 @@ def read_leads(
     return pl.concat(list(chunks)), mapping, details
 
 
+def _refuse_outside(where: str, state: StateFolder, bucket: BucketStore) -> dg.Failure:
+    return dg.Failure(
+        description=f"{where} is outside the landing folder {state.landing_path} and the bucket "
+        f"({bucket.location()}): runs import only files from those. Copy the file into the landing folder, "
+        "or import it on the server with `import-pipeline import PATH`.",
+        allow_retries=False,
+    )
+
+
+def _source_path(state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig) -> str:
+    """The file or object a run imports: its config's `source_path`, else the one its partition names."""
+    named = config.source_path or ("" if is_landed_key(partition) else partition)
+    if not named:
+        return str(find_landed_file(state.landing_path, partition))
+    if named.startswith("s3://"):
+        if not bucket.holds(named):
+            raise _refuse_outside(named, state, bucket)
+        return named
+    if config.source_path:
+        if not state.may_read(Path(named)):
+            raise _refuse_outside(named, state, bucket)
+        return str(Path(named).resolve())
+    return str(named_landed_file(state.landing_path, named))
+
+
 def source_file(
-    landing: Path, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path
-) -> tuple[Path, str]:
-    """The file a partition imports and its full content hash; fails if its bytes changed since it landed.
+    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path
+) -> tuple[str, Path, str]:
+    """The file a partition imports (as named, local path, full content hash); fails if its bytes changed since
+    it landed, or if it lies outside the landing folder and the bucket.
 
     Objects from a bucket are streamed to the run's work folder first; their ETag guards against change.
+    A partition typed in the UI (a file name, not `<name>@<hash>`) imports whatever that file holds now.
     """
-    if config.source_path.startswith("s3://"):
-        path = bucket.download(config.source_path, work_dir, config.max_file_mb * MiB)
-        return path, content_hash(path)
-    path = Path(config.source_path).resolve() if config.source_path else find_landed_file(landing, partition)
+    named = _source_path(state, bucket, partition, config)
+    if named.startswith("s3://"):
+        path = bucket.download(named, work_dir, config.max_file_mb * MiB)
+        return named.partition("#")[0], path, content_hash(path)
+    path = Path(named)
     if not path.is_file():
-        raise dg.Failure(description=f"{path}: no such file")
+        raise dg.Failure(description=f"{path}: no such file", allow_retries=False)
     digest = content_hash(path)
-    if hash_of_key(partition) != digest[: len(hash_of_key(partition))]:
+    if is_landed_key(partition) and hash_of_key(partition) != digest[: len(hash_of_key(partition))]:
         raise dg.Failure(
             description=f"{path.name}: its content changed since it landed as {partition!r}; "
-            "the new content lands as a new partition"
+            "the new content lands as a new partition",
+            allow_retries=False,
         )
-    return path, digest
+    return named, path, digest
 
 
 def sheet_for_partition(path: Path, key: str, configured: str) -> str:
@@ -261,9 +298,8 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     """Read the partition's file into text columns mapped to the canonical lead fields."""
     started = time.perf_counter()
     work_dir = dagster_dir(Path(state.home).resolve()) / "storage" / context.run_id / "work"
-    path, digest = source_file(state.landing_path, bucket, context.partition_key, config, work_dir)
     # The object's URI, not the temporary local copy, is what history and provenance name.
-    source = config.source_path.partition("#")[0] if config.source_path.startswith("s3://") else str(path)
+    source, path, digest = source_file(state, bucket, context.partition_key, config, work_dir)
     outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
     writer, origins = PartsWriter(outputs / "records"), PartsWriter(outputs / "origins")
     said: list[str] = []

@@ -4,6 +4,7 @@ ready to be corrected and dropped back into the landing folder."""
 from pathlib import Path
 from typing import BinaryIO
 
+import dagster as dg
 import polars as pl
 
 from import_pipeline.schema import REPORT_IMPORT, REPORT_LINE, REPORT_PROBLEMS, SOURCE_ROW
@@ -68,6 +69,27 @@ def report_rows(rejected: pl.DataFrame, headers: list[str], partition_key: str) 
     )
     return report.with_columns(
         neutralise(pl.col(c)).alias(c) for c, t in report.schema.items() if t == pl.String and c != REPORT_IMPORT
+    )
+
+
+SAMPLE_ROWS, SAMPLE_COLUMNS = 20, 10
+
+
+def rejected_sample(rejected: pl.LazyFrame, headers: list[str]) -> tuple[dict[str, str], ...]:
+    """The first rejected lines as the report shows them (line, why, the first few of the file's columns)."""
+    first = rejected.sort(SOURCE_ROW).head(SAMPLE_ROWS).collect()
+    if first.height == 0:
+        return ()
+    rows = report_rows(first, headers, "").drop(REPORT_IMPORT).select(pl.all().cast(pl.String).fill_null(""))
+    return tuple(rows.select(rows.columns[: 2 + SAMPLE_COLUMNS]).iter_rows(named=True))
+
+
+def sample_table(sample: tuple[dict[str, str], ...]) -> dg.TableMetadataValue:
+    """`rejected_sample` as a table the Dagster UI shows."""
+    columns = list(sample[0]) if sample else [REPORT_LINE, REPORT_PROBLEMS]
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord(row) for row in sample],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
     )
 
 

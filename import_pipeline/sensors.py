@@ -9,7 +9,7 @@ import dagster as dg
 
 from import_pipeline.bucket import BucketStore
 from import_pipeline.config import IN_PROGRESS_SUFFIXES, MAX_FILES_PER_TICK, SENSOR_INTERVAL_SECONDS
-from import_pipeline.history import import_summary
+from import_pipeline.history import import_summary, is_import
 from import_pipeline.jobs import import_leads_job
 from import_pipeline.landing import (
     LANDED_FILES,
@@ -24,6 +24,7 @@ from import_pipeline.landing import (
 )
 from import_pipeline.notify import Notifier
 from import_pipeline.parse import ParseConfig
+from import_pipeline.run_config import ASSET_NODE
 from import_pipeline.state import StateFolder
 
 
@@ -125,7 +126,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, state: StateFolder):
             dg.RunRequest(
                 run_key=key,
                 partition_key=key,
-                run_config=dg.RunConfig(ops={"parse": ParseConfig(source_path=entry.path)}),
+                run_config=dg.RunConfig(ops={ASSET_NODE: {"ops": {"parse": ParseConfig(source_path=entry.path)}}}),
                 tags={"import_pipeline/source_file": entry.name},
             )
         )
@@ -181,7 +182,11 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
                     run_key=key,
                     partition_key=key,
                     run_config=dg.RunConfig(
-                        ops={"parse": ParseConfig(source_path=f"s3://{bucket.bucket}/{obj['Key']}#{etag}")}
+                        ops={
+                            ASSET_NODE: {
+                                "ops": {"parse": ParseConfig(source_path=f"s3://{bucket.bucket}/{obj['Key']}#{etag}")}
+                            }
+                        }
                     ),
                     tags={"import_pipeline/source_file": f"s3://{bucket.bucket}/{obj['Key']}"},
                 )
@@ -200,15 +205,26 @@ def bucket_sensor(context: dg.SensorEvaluationContext, bucket: BucketStore):
     )
 
 
+ERROR_TAG = "import_pipeline/error"
+# Dagster caps what a tag shows in the Runs list; the run page and `history` have the whole reason.
+ERROR_TAG_CHARS = 200
+
+
 def _notify(context: dg.RunStatusSensorContext, notifier: Notifier, event: str) -> None:
+    if not is_import(context.dagster_run):
+        return
     summary = import_summary(context.instance, context.dagster_run.run_id)
+    if summary["error"]:
+        # The Runs list shows tags: why an import failed, at a glance, in the words of its first failed step.
+        error = summary["error"]
+        shown = error if len(error) <= ERROR_TAG_CHARS else error[: ERROR_TAG_CHARS - 1] + "…"
+        context.instance.add_run_tags(context.dagster_run.run_id, {ERROR_TAG: shown})
     outcome = notifier.send(event, summary, context.log)
     context.log.info(f"{event} notification for run {context.dagster_run.run_id}: {outcome}")
 
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[import_leads_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def import_succeeded_sensor(context: dg.RunStatusSensorContext, notifier: Notifier):
@@ -216,7 +232,8 @@ def import_succeeded_sensor(context: dg.RunStatusSensorContext, notifier: Notifi
     _notify(context, notifier, "import succeeded")
 
 
-@dg.run_failure_sensor(monitored_jobs=[import_leads_job], default_status=dg.DefaultSensorStatus.RUNNING)
+# Every job of the code location: an import launched from the asset catalog runs as Dagster's `__ASSET_JOB`.
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def import_failed_sensor(context: dg.RunFailureSensorContext, notifier: Notifier):
     """Notify that an import failed, with the reason and a link to re-execute it."""
     _notify(context, notifier, "import failed")

@@ -27,12 +27,15 @@ class FileSummary:
     keep: str = "first"  # which occurrence of a key within the file survives
     source: str = "default"  # the system the file's external ids belong to
     warnings: tuple[str, ...] = ()  # what the user must know about how the file was read (garbled values...)
+    rejected_sample: tuple[dict[str, str], ...] = ()  # the first rejected lines, as the reject report has them
+    reject_report: str = ""  # the CSV of every rejected line; "" when none was rejected
 
     def __post_init__(self) -> None:
         # Lists, when read back from JSON.
         object.__setattr__(self, "match_keys", tuple(self.match_keys))
         object.__setattr__(self, "origins", tuple(self.origins))
         object.__setattr__(self, "warnings", tuple(self.warnings))
+        object.__setattr__(self, "rejected_sample", tuple(self.rejected_sample))
 
     def after(self, step: str, started: float, **changes: Any) -> "FileSummary":
         """This summary with `changes`, and `step`'s seconds since `started` (`time.perf_counter()`)."""
@@ -46,6 +49,8 @@ class LoadResult:
     summary: FileSummary
     status: str  # success, or skipped when these bytes were imported before
     counts: dict[str, int]  # schema.COUNT_KEYS
+    # The import's record as JSON-ready values: the `leads` materialization's metadata (`load.as_metadata`).
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def source_file(self) -> str:

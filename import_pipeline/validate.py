@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from import_pipeline.parts import Parts, PartsWriter, step_output_dir
 from import_pipeline.phones import e164
-from import_pipeline.report import RejectReport, top_reasons, top_reasons_markdown
+from import_pipeline.report import RejectReport, rejected_sample, sample_table, top_reasons, top_reasons_markdown
 from import_pipeline.schema import CANONICAL_FIELDS, DEFAULT_MAX_LENGTH, MAX_LENGTH, PHONE_E164, ROW_PROBLEM, SOURCE_ROW
 from import_pipeline.state import StateFolder
 from import_pipeline.summary import FileSummary
@@ -516,17 +516,26 @@ def validate(
     valid, rejected = valid_writer.parts(), rejected_writer.parts()
     reasons = top_reasons(rejected.scan())
     metadata: dict[str, Any] = {"rows_rejected": rejected.rows}
+    sample = rejected_sample(rejected.scan(), list(summary.mapping)) if rejected.rows else ()
     if rejected.rows:
         metadata |= {
             "reject_report": dg.MetadataValue.path(str(report_path)),
             "top_reasons": dg.MetadataValue.md(top_reasons_markdown(reasons)),
+            "rejected_rows": sample_table(sample),
         }
     if rejected.rows and config.mode == "lenient":
         metadata["error_rate"] = ErrorRateRule(rejected.rows, summary.rows_read, config.max_error_rate).explained()
     stop = _too_many_invalid(Path(summary.source_file).name, rejected, reasons, summary.rows_read, config)
     if stop:
         raise dg.Failure(description=stop + "; nothing was loaded", metadata=metadata)
-    summary = summary.after("validate", started, rows_valid=valid.rows, rows_rejected=rejected.rows)
+    summary = summary.after(
+        "validate",
+        started,
+        rows_valid=valid.rows,
+        rows_rejected=rejected.rows,
+        rejected_sample=sample,
+        reject_report=str(report_path) if rejected.rows else "",
+    )
     context.add_output_metadata({"rows_valid": valid.rows}, output_name="valid")
     context.add_output_metadata(metadata, output_name="rejected")
     yield dg.Output(valid, "valid")

@@ -739,7 +739,7 @@ def _mixed_encodings() -> list[Hostile]:
             header + b"Acme,Ann,a@acme.com\r\nBeta,B\x81b,b@beta.com\r\n",
             config={"encoding": "cp1252"},
             error="undecodable content: line 3 is not cp1252 text; set the file's `encoding:` in the parse step's "
-            "run config (ops: parse: config)",
+            "run config (ops: leads: ops: parse: config)",
         ),
     ]
 
@@ -779,9 +779,9 @@ def _garbled() -> list[Hostile]:
             values={2: {"company_name": "L\x92Atelier"}},
             warnings=(
                 "column 'Company': 2 values garbled, on lines 2 and 4 (e.g. 'L\\x92Atelier', probably 'L’Atelier'), "
-                f"imported as written; {set_cp1252} (ops: parse: config)",
+                f"imported as written; {set_cp1252} (ops: leads: ops: parse: config)",
                 "column 'Notes': 2 values garbled, on lines 2 and 4 (e.g. '12,50 \\x80', probably '12,50 €'), "
-                f"imported as written; {set_cp1252} (ops: parse: config)",
+                f"imported as written; {set_cp1252} (ops: leads: ops: parse: config)",
             ),
         ),
         Hostile(
@@ -790,7 +790,7 @@ def _garbled() -> list[Hostile]:
             config={"encoding": "mac_latin2"},
             error="garbled header 'Prťnom' in column 1, probably 'Prénom' (2 more garbled: ['Sociťtť', 'Tťlťphone']): "
             "the file is Windows-1252, not mac-latin2: set `encoding: cp1252` in the parse step's run config "
-            "(ops: parse: config)",
+            "(ops: leads: ops: parse: config)",
         ),
         Hostile(
             "utf_8_read_as_windows_1252.csv",
@@ -798,7 +798,7 @@ def _garbled() -> list[Hostile]:
             config={"encoding": "cp1252"},
             error="garbled header 'PrÃ©nom' in column 1, probably 'Prénom' (2 more garbled: ['SociÃ©tÃ©', "
             "'TÃ©lÃ©phone']): the file is UTF-8, not Windows-1252: set `encoding: utf-8` in the parse step's run "
-            "config (ops: parse: config)",
+            "config (ops: leads: ops: parse: config)",
         ),
         Hostile(
             "mojibake_header.csv",

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from import_pipeline.history import step_name
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # The `import-pipeline` command as this interpreter runs it: no activated virtualenv needed.
 CLI = [sys.executable, "-m", "import_pipeline"]
@@ -71,10 +73,14 @@ def tables(pipeline) -> dict:
     }
 
 
+# The import's asset checks run after its last step, as steps of their own.
+CHECK_STEPS = ["leads_reject_rate", "leads_rows_conserved"]
+
+
 def started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """The steps a run started, in order."""
+    """The steps a run started, in order, by op name (`load` for `leads.load`; the checks' are `leads_<check>`)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
-    return [r.event_log_entry.dagster_event.step_key for r in records]
+    return [step_name(r.event_log_entry.dagster_event.step_key) for r in records]
 
 
 # A corrected reject report of an import that never ran here: its rows link to a partition by name only.

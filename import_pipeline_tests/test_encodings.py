@@ -118,7 +118,7 @@ def test_import_job_garbled_values_are_warned_of_in_the_log_metadata_and_result(
     parse_metadata = next(
         r.event_log_entry.dagster_event.step_output_data.metadata
         for r in outputs
-        if r.event_log_entry.dagster_event.step_key == "parse"
+        if r.event_log_entry.dagster_event.step_key == "leads.parse"
         and r.event_log_entry.dagster_event.step_output_data.output_name == "records"
     )
     assert parse_metadata["warnings"].value == expected

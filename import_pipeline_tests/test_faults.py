@@ -18,7 +18,16 @@ import pytest
 from import_pipeline.config import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, EMBEDDED_SERVER_ENV, HOME_ENV
 from import_pipeline.database import migrate_once
 from import_pipeline.launch import import_file
-from import_pipeline_tests.shared import CLI, FAIL_FIRST_LOAD, FILLER, HANDMADE, RESUBMITTED, started_steps, tables
+from import_pipeline_tests.shared import (
+    CHECK_STEPS,
+    CLI,
+    FAIL_FIRST_LOAD,
+    FILLER,
+    HANDMADE,
+    RESUBMITTED,
+    started_steps,
+    tables,
+)
 
 BLOCKED_AT = {
     # After the new leads are written, before the transaction ends (the load holds their row locks).
@@ -220,7 +229,7 @@ def test_faults_server_gone_past_the_retry_budget_fails_then_retry_resumes(
     resumed = json.loads(retry.communicate(timeout=300)[0])
 
     assert resumed["status"] == "success", resumed["error"]
-    assert started_steps(pipeline.instance, resumed["run_id"]) == ["load", "archive_file"]
+    assert started_steps(pipeline.instance, resumed["run_id"]) == ["load", "archive_file", *CHECK_STEPS]
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
         assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 1
@@ -301,7 +310,7 @@ def test_faults_corrupted_count_fails_the_run_and_loads_nothing(pipeline, tmp_pa
     path.write_text(HANDMADE)
     first = import_file(path, {"ops": {"load": {"config": {}}}})
     assert first["status"] == "failed"
-    summary = pipeline.home / "dagster" / "storage" / first["run_id"] / "outputs" / "dedupe" / "summary.json"
+    summary = pipeline.home / "dagster" / "storage" / first["run_id"] / "outputs" / "leads.dedupe" / "summary.json"
     tampered = json.loads(summary.read_text())
     tampered["value"]["rows_read"] += 1  # summary.to_json: the hand-off under its type
     summary.write_text(json.dumps(tampered))

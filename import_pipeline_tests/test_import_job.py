@@ -219,11 +219,11 @@ def test_import_job_load_replay_is_idempotent(pipeline, tmp_path):
     with dg.execute_job(
         dg.reconstructable(resolved_import_leads_job),
         instance=pipeline.instance,
-        reexecution_options=dg.ReexecutionOptions(parent_run_id=first["run_id"], step_selection=["load"]),
+        reexecution_options=dg.ReexecutionOptions(parent_run_id=first["run_id"], step_selection=["leads.load"]),
         tags=parent.tags,
     ) as replay:
         assert replay.success
-        output = replay.output_for_node("load")
+        output = replay.output_for_node("leads.load")
 
     assert output.status == "success"
     assert output.counts == HANDMADE_COUNTS

@@ -40,10 +40,10 @@ def test_instance_definitions_are_loadable():
 
 
 def test_instance_imports_carry_the_queue_tag_and_the_load_pool():
-    from import_pipeline.jobs import import_leads_job
+    from import_pipeline.jobs import import_leads_job, leads
 
     assert import_leads_job.tags["import_pipeline/target"] == "leads"
-    assert import_leads_job.graph.node_named("load").definition.pool == "leads_db"
+    assert leads.node_def.node_named("load").definition.pool == "leads_db"
 
 
 def test_instance_embedded_server_is_tuned_for_bulk_loads(tmp_path):

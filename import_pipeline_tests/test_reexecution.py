@@ -7,7 +7,7 @@ import yaml
 from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.launch import import_file, reexecute_from_failure
-from import_pipeline_tests.shared import FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
+from import_pipeline_tests.shared import CHECK_STEPS, FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
 
 
 def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
@@ -29,7 +29,7 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
 
     assert retried["status"] == "success", retried["error"]
     assert retried["partition_key"] == first["partition_key"]
-    assert started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
+    assert started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file", *CHECK_STEPS]
     assert tables(failing) == tables(clean)
     # Both runs name workspace.yaml's code location, which the UI's "Re-execute" needs.
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
@@ -73,13 +73,13 @@ def test_reexecution_from_failure_works_from_every_op(make_pipeline, tmp_path, f
         path.rename(hidden)
     else:
         step, name = UNREADABLE_INPUT[failing_op]
-        (outputs / step / name).rename(hidden)
+        (outputs / f"leads.{step}" / name).rename(hidden)
     steps_before = _op_index(failing_op)
     with dg.execute_job(
         dg.reconstructable(resolved_import_leads_job),
         instance=pipeline.instance,
         reexecution_options=dg.ReexecutionOptions(
-            parent_run_id=run_id, step_selection=list(UNREADABLE_INPUT)[steps_before:]
+            parent_run_id=run_id, step_selection=[f"leads.{op}" for op in list(UNREADABLE_INPUT)[steps_before:]]
         ),
         tags=pipeline.instance.get_run_by_id(run_id).tags,
     ) as broken:
@@ -88,11 +88,12 @@ def test_reexecution_from_failure_works_from_every_op(make_pipeline, tmp_path, f
     if UNREADABLE_INPUT[failing_op] is None:
         hidden.rename(path)
     else:
-        hidden.rename(outputs / step / name)
+        hidden.rename(outputs / f"leads.{step}" / name)
 
     retried = reexecute_from_failure(broken_id)
 
     assert retried["status"] == "success", retried["error"]
+    # The broken run selected the import's steps only, so its re-execution runs no checks.
     assert started_steps(pipeline.instance, retried["run_id"]) == list(UNREADABLE_INPUT)[steps_before:]
     assert _without_source_file(tables(pipeline)) == _without_source_file(expected)
     assert not path.exists() and len(list((pipeline.home / "processed").rglob("handmade.csv"))) == 1

@@ -70,7 +70,7 @@ def _validate_metadata(pipeline, run_id: str) -> dict:
     return {
         k: v.value
         for r in outputs.records
-        if r.event_log_entry.dagster_event.step_key == "validate"
+        if r.event_log_entry.dagster_event.step_key == "leads.validate"
         for k, v in r.event_log_entry.dagster_event.step_output_data.metadata.items()
     }
 
@@ -216,7 +216,7 @@ def test_report_corrected_report_imports_its_rows_linked_to_where_they_were_reje
     metadata = {
         k: v.value
         for r in load.records
-        if r.event_log_entry.dagster_event.step_key == "load"
+        if r.event_log_entry.dagster_event.step_key == "leads.load"
         for k, v in r.event_log_entry.dagster_event.step_output_data.metadata.items()
     }
     assert metadata["resubmitted_from"] == {first["partition_key"]: 3}

@@ -51,7 +51,7 @@ def test_landing_sensor_new_file_becomes_one_partition_and_run(pipeline):
     key = partition_key("leads 2026.csv", content_hash(path))
     assert key == f"leads_2026.csv@{content_hash(path)[:16]}"
     assert [(r.partition_key, r.run_key) for r in second.run_requests] == [(key, key)]
-    assert second.run_requests[0].run_config["ops"]["parse"]["config"]["source_path"] == str(path)
+    assert second.run_requests[0].run_config["ops"]["leads"]["ops"]["parse"]["config"]["source_path"] == str(path)
     assert [list(r.partition_keys) for r in second.dynamic_partitions_requests] == [[key]]
 
     third = _tick(pipeline, second.cursor)

@@ -1,5 +1,6 @@
 """The Dagster UI in a real browser: launch an import from the Launchpad, see its counts, re-execute a
-failed import from failure, find the partitions in the asset catalog.
+failed import from failure, import a new file from the asset catalog by its name, see a failed import as a
+failed partition, the checks and the rejected rows.
 
 `import-pipeline dev` runs as a user starts it, on the test's databases; Playwright drives Debian's
 chromium (`apt-get install chromium`). Screenshots of every step are kept in `test-artifacts/ui/`
@@ -9,6 +10,7 @@ chromium (`apt-get install chromium`). Screenshots of every step are kept in `te
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +21,7 @@ from import_pipeline.config import PROJECT_ROOT, UI_URL_ENV
 from import_pipeline.landing import content_hash, landed_files_partitions_def, partition_key
 from import_pipeline.launch import import_file
 from import_pipeline_tests.dev_server import STARTUP_SECONDS, dev_server, free_port, tail
-from import_pipeline_tests.shared import FAIL_FIRST_LOAD, started_steps
+from import_pipeline_tests.shared import CHECK_STEPS, FAIL_FIRST_LOAD, started_steps
 
 pytestmark = pytest.mark.ui
 
@@ -29,22 +31,33 @@ LAUNCHPAD = f"/locations/{LOCATION}/jobs/import_leads_job/playground"
 RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
 RUN_SECONDS = 90
 
-# The issue's Launchpad config: strict mode, a strategy and a mapping profile (not the file name's).
+# The issue's Launchpad config: strict mode, a strategy and a mapping profile (not the file name's). The
+# import's steps are ops of the graph-backed `leads` asset, so the Launchpad nests them under `leads`.
 RUN_CONFIG_YAML = """ops:
-  parse:
-    config:
-      mapping_profile: hubspot_contacts
-  validate:
-    config:
-      mode: strict
-  load:
-    config:
-      on_existing: update
+  leads:
+    ops:
+      parse:
+        config:
+          mapping_profile: hubspot_contacts
+      validate:
+        config:
+          mode: strict
+      load:
+        config:
+          on_existing: update
 """
 # A clean HubSpot-style export (strict mode loads it): 30 rows, the last 2 repeat the first 2 emails.
 FIRST_FILE = "Record ID,First Name,Last Name,Company Name,Email,Phone Number\n" + "".join(
     f"{900 + i},Ann{i},Lee,Company {i},ann{i % 28}@example.com,+1 512 555 {1000 + i}\n" for i in range(30)
 )
+
+# Imported from the catalog by name: 30 rows, two rejected (one for its email, one with nothing to reach).
+THIRD_FILE = (
+    "Company,First Name,Email,Phone\n"
+    + "".join(f"Hooli {i},Gavin{i},gavin{i}@hooli.example,\n" for i in range(28))
+    + "Pied Piper,Richard,richard.piedpiper.example,\nAviato,Erlich,,\n"
+)
+THIRD_NAME = "uploads/ui_third.csv"  # a folder inside the landing folder: the sensor leaves it to the user
 
 SECOND_FILE = """Company Name,First Name,Last Name,Email,Phone
 Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
@@ -107,7 +120,7 @@ def _parse_details(instance: dg.DagsterInstance, run_id: str) -> dict:
     """What the run's parse step detected about its file (its `file` metadata)."""
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
         event = record.event_log_entry.dagster_event
-        if event.step_key == "parse" and "file" in event.step_output_data.metadata:
+        if event.step_key == "leads.parse" and "file" in event.step_output_data.metadata:
             return event.step_output_data.metadata["file"].value
     raise AssertionError(f"run {run_id} has no parse metadata")
 
@@ -119,6 +132,30 @@ def _status(page: Page, status: str) -> None:
 
 def _metadata_value(page: Page, label: str):
     return page.get_by_role("row").filter(has=page.get_by_role("cell", name=label, exact=True)).first
+
+
+def _materialize_by_name(page: Page, base: str, name: str, shots: Shots, shot: str) -> None:
+    """In the asset catalog: Materialize, add a partition named as the file, launch its run."""
+    page.goto(f"{base}/assets/leads")
+    page.get_by_text("Materialize", exact=False).first.click()
+    page.get_by_text("Add a partition").click()
+    page.keyboard.insert_text(name)
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("button", name="Launch 1 run")).to_be_enabled()
+    shots.take(page, shot)
+    page.get_by_role("button", name="Launch 1 run").click()
+    expect(page.get_by_text("Launched run")).to_be_visible()
+
+
+def _finished_run(instance: dg.DagsterInstance, partition: str) -> dg.DagsterRun:
+    """The run of `partition` once it has finished."""
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}))
+        if runs and runs[0].is_finished:
+            return runs[0]
+        time.sleep(1)
+    raise AssertionError(f"no finished run of {partition!r} within {RUN_SECONDS} s")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
@@ -184,7 +221,7 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             retried = pipeline.instance.get_run_by_id(retry_run)
             assert retried.status == dg.DagsterRunStatus.SUCCESS
             assert retried.parent_run_id == failed_run
-            assert started_steps(pipeline.instance, retry_run) == ["load", "archive_file"]
+            assert started_steps(pipeline.instance, retry_run) == ["load", "archive_file", *CHECK_STEPS]
             assert pipeline.scalar("SELECT count(*) FROM leads") == loaded + 3
             assert pipeline.scalar("SELECT count(*) FROM leads WHERE email = 'peter.gibbons@initech.example'") == 1
             assert not (pipeline.landing / second.name).exists()
@@ -192,6 +229,7 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             assert {r.run_id for r in pipeline.instance.get_runs()} == {first_run, failed_run, retry_run}
 
             # (d) The catalog lists both files as materialized partitions of `leads`.
+            expected_runs = {first_run, failed_run, retry_run}
             page.goto(f"{base}/assets/leads?view=partitions")
             expect(page.get_by_title(first_key)).to_be_visible(timeout=60_000)
             expect(page.get_by_title(second_key)).to_be_visible()
@@ -202,6 +240,49 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             # The run config typed in the Launchpad is the one the load used.
             expect(_metadata_value(page, "on_existing")).to_contain_text("update")
             shots.take(page, "catalog_partitions")
+
+            # (e) A new file imported from the catalog by its name, without knowing any partition key.
+            (pipeline.landing / "uploads").mkdir()
+            (pipeline.landing / THIRD_NAME).write_text(THIRD_FILE)
+            _materialize_by_name(page, base, THIRD_NAME, shots, "import_by_name")
+            third = _finished_run(pipeline.instance, THIRD_NAME)
+            assert third.status == dg.DagsterRunStatus.SUCCESS
+            assert pipeline.scalar("SELECT count(*) FROM leads WHERE email LIKE %s", ("%@hooli.example",)) == 28
+            assert not (pipeline.landing / THIRD_NAME).exists()
+
+            # (f) Its rejected rows, line by line with their reasons, in the partition's record.
+            page.goto(f"{base}/assets/leads?view=partitions&partition={THIRD_NAME}")
+            rejected = _metadata_value(page, "rejected_rows")
+            expect(rejected).to_contain_text("Why rejected")
+            expect(rejected).to_contain_text("email is not valid: An email address must have an @-sign")
+            expect(rejected).to_contain_text("richard.piedpiper.example")
+            shots.take(page, "rejected_rows")
+
+            # (g) The Checks tab: rows conserved, and the reject rate (2 of 30) warned about.
+            page.goto(f"{base}/assets/leads?view=checks")
+            expect(page.get_by_text("rows_conserved").first).to_be_visible()
+            page.get_by_text("rows_conserved").first.click()
+            expect(page.get_by_text("30 rows read, 30 committed outcomes").first).to_be_visible()
+            shots.take(page, "checks_rows_conserved")
+            page.get_by_text("reject_rate").first.click()
+            expect(page.get_by_text("2 of 30 rows rejected (6.7%; warning above 5%)").first).to_be_visible()
+            shots.take(page, "checks_reject_rate")
+
+            # (h) A file that is not there: a Failed partition, linked to its run, which says why in one line.
+            _materialize_by_name(page, base, "not_there.csv", shots, "import_missing")
+            missing = _finished_run(pipeline.instance, "not_there.csv")
+            assert missing.status == dg.DagsterRunStatus.FAILURE
+            page.goto(f"{base}/assets/leads?view=partitions&partition=not_there.csv")
+            expect(page.get_by_text("Failed (1)")).to_be_visible()
+            expect(page.get_by_text(f"Run {missing.run_id[:8]} failed")).to_be_visible()
+            shots.take(page, "failed_partition")
+            page.get_by_text(missing.run_id[:8]).first.click()
+            expect(
+                page.get_by_text("no file named 'not_there.csv' in the landing folder", exact=False).first
+            ).to_be_visible()
+            shots.take(page, "failed_run")
+            assert pipeline.scalar("SELECT count(*) FROM imports WHERE partition_key = 'not_there.csv'") == 0
+            assert {r.run_id for r in pipeline.instance.get_runs()} == expected_runs | {third.run_id, missing.run_id}
         except Exception:
             try:
                 shots.take(page, "failure")

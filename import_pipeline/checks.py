@@ -1,0 +1,88 @@
+"""Checks of each import, shown in the `leads` asset's Checks tab: read back from what was committed."""
+
+import warnings
+
+import dagster as dg
+import psycopg
+from pydantic import Field
+
+from import_pipeline.database import LeadsDatabase
+from import_pipeline.landing import landed_files_partitions_def
+from import_pipeline.ledger import earlier_import
+from import_pipeline.load import LEADS_ASSET
+from import_pipeline.schema import OUTCOME_COUNTS
+from import_pipeline.summary import LoadResult
+
+DEFAULT_REJECT_WARNING = 0.05
+
+
+class RejectRateConfig(dg.Config):
+    """When the share of a file's rows rejected deserves a warning."""
+
+    warn_above: float = Field(
+        default=DEFAULT_REJECT_WARNING, ge=0, le=1, description="Warn when more than this share of rows is rejected."
+    )
+
+
+def committed_counts(cur: psycopg.Cursor, result: LoadResult) -> tuple[str, dict[str, int]] | None:
+    """The import's partition and its counts as the tables hold them now (rows rejected and each outcome's rows)."""
+    summary = result.summary
+    earlier = earlier_import(cur, summary.partition_key, summary.content_hash, summary.sheet)
+    if earlier is None:
+        return None
+    cur.execute(
+        """
+        SELECT o.action, count(*) FROM import_outcomes o JOIN imports i ON i.id = o.import_id
+        WHERE i.partition_key = %(key)s GROUP BY o.action
+        UNION ALL
+        SELECT 'rejected', count(*) FROM rejected_rows r JOIN imports i ON i.id = r.import_id
+        WHERE i.partition_key = %(key)s
+        """,
+        {"key": earlier["partition_key"]},
+    )
+    rows: dict[str, int] = dict(cur.fetchall())
+    counts = {count: rows.get(action, 0) for action, count in OUTCOME_COUNTS.items()}
+    counts["rows_rejected"] = rows.get("rejected", 0)
+    counts["rows_read"] = int(earlier["counts"].get("rows_read", 0))
+    return earlier["partition_key"], counts
+
+
+# A check per partition (per import) is a preview feature of Dagster 1.13; its warning would reach every
+# command's terminal.
+warnings.filterwarnings(
+    "ignore", category=dg.PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec"
+)
+
+
+@dg.asset_check(asset=LEADS_ASSET, partitions_def=landed_files_partitions_def, blocking=False)
+def rows_conserved(leads_db: LeadsDatabase, leads: LoadResult) -> dg.AssetCheckResult:
+    """Every row read has exactly one committed outcome: rows read = rejected + inserted + updated + ... (from the tables)."""
+    with leads_db.connect() as conn, conn.cursor() as cur:
+        found = committed_counts(cur, leads)
+    if found is None:
+        return dg.AssetCheckResult(passed=False, description="no committed import of this file in `imports`")
+    partition, counts = found
+    outcomes = sum(n for key, n in counts.items() if key != "rows_read")
+    passed = outcomes == counts["rows_read"]
+    summary = f"{counts['rows_read']:,} rows read, {outcomes:,} committed outcomes"
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=summary if passed else f"{summary}: {counts['rows_read'] - outcomes:+,} rows unaccounted for",
+        metadata={**counts, "outcomes": outcomes, "import": partition},
+    )
+
+
+@dg.asset_check(asset=LEADS_ASSET, partitions_def=landed_files_partitions_def, blocking=False)
+def reject_rate(config: RejectRateConfig, leads: LoadResult) -> dg.AssetCheckResult:
+    """The share of the file's rows rejected stays at or below `warn_above` (a warning, not a failure of the import)."""
+    read, rejected = leads.counts.get("rows_read", 0), leads.counts.get("rows_rejected", 0)
+    rate = rejected / read if read else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= config.warn_above,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{rejected:,} of {read:,} rows rejected ({rate:.1%}; warning above {config.warn_above:.0%})",
+        metadata={"rows_read": read, "rows_rejected": rejected, "reject_rate": round(rate, 4)},
+    )
+
+
+IMPORT_CHECKS = (rows_conserved, reject_rate)
