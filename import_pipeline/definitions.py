@@ -3,7 +3,6 @@
 import dagster as dg
 
 from import_pipeline.bucket import BucketStore
-from import_pipeline.checks import IMPORT_CHECKS
 from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.config import (
     DATABASE_URL_ENV,
@@ -33,7 +32,6 @@ defs = dg.Definitions(
     # executor spends about 2.5 s starting each step on two cores.
     executor=dg.in_process_executor,
     assets=[leads],
-    asset_checks=list(IMPORT_CHECKS),
     jobs=[import_leads_job, cleanup_job],
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from import_pipeline.checks import RejectRateConfig, reject_rate
+from import_pipeline.archive import ArchiveConfig
 from import_pipeline.config import RunConfigError
 from import_pipeline.dedupe import DedupeConfig
 from import_pipeline.load import LoadConfig
@@ -34,11 +34,9 @@ STEP_CONFIGS: dict[str, type[dg.Config]] = {
     "validate": ValidateConfig,
     "dedupe": DedupeConfig,
     "load": LoadConfig,
+    "archive_file": ArchiveConfig,
 }
-# The asset checks are ops of their own, beside the asset's node: `ops: leads_reject_rate: config:`.
-CHECK_CONFIGS: dict[str, type[dg.Config]] = {"reject_rate": RejectRateConfig}
-CHECK_OPS = {"reject_rate": reject_rate.node_def.name}
-OP_CONFIGS = STEP_CONFIGS | CHECK_CONFIGS
+OP_CONFIGS = STEP_CONFIGS
 
 
 def short_form(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,9 +48,6 @@ def short_form(run_config: Mapping[str, Any]) -> dict[str, Any]:
             raise RunConfigError(f"ops.{ASSET_NODE} must be a mapping `ops:` of the import's steps")
         for op, section in (nested.get("ops") or {}).items():
             ops[op] = section
-    for short, op in CHECK_OPS.items():
-        if op in ops:
-            ops[short] = ops.pop(op)
     return ops
 
 
@@ -60,9 +55,8 @@ def job_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """`run_config` in the import job's own form (the steps' sections under `ops: leads: ops:`)."""
     ops = short_form(run_config)
     steps = {op: ops.pop(op) for op in list(ops) if op in STEP_CONFIGS}
-    checks = {CHECK_OPS[op]: ops.pop(op) for op in list(ops) if op in CHECK_OPS}
     nested = {ASSET_NODE: {"ops": steps}} if steps else {}
-    return {**run_config, "ops": {**ops, **nested, **checks}} if steps or checks or ops else dict(run_config)
+    return {**run_config, "ops": {**ops, **nested}} if steps or ops else dict(run_config)
 
 
 def _explained(op: str, error: pydantic.ValidationError) -> str:

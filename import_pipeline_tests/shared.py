@@ -73,12 +73,8 @@ def tables(pipeline) -> dict:
     }
 
 
-# The import's asset checks run after its last step, as steps of their own.
-CHECK_STEPS = ["leads_reject_rate", "leads_rows_conserved"]
-
-
 def started_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """The steps a run started, in order, by op name (`load` for `leads.load`; the checks' are `leads_<check>`)."""
+    """The steps a run started, in order, by op name (`load` for `leads.load`)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
     return [step_name(r.event_log_entry.dagster_event.step_key) for r in records]
 

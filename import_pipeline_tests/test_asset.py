@@ -89,7 +89,7 @@ def test_asset_reject_rate_threshold_is_config(pipeline):
     (pipeline.landing / "handmade.csv").write_text(HANDMADE)
 
     run_id = _materialize(
-        pipeline, "handmade.csv", job_run_config({"ops": {"reject_rate": {"config": {"warn_above": 0.5}}}})
+        pipeline, "handmade.csv", job_run_config({"ops": {"archive_file": {"config": {"warn_reject_rate": 0.5}}}})
     )
 
     assert _check_results(pipeline, run_id)["reject_rate"].passed
@@ -101,11 +101,11 @@ def test_asset_rows_conserved_fails_when_the_ledger_lost_a_row(pipeline, tmp_pat
     first = import_file(path)
     pipeline.execute("DELETE FROM rejected_rows WHERE source_row = (SELECT min(source_row) FROM rejected_rows)")
 
-    # The check alone, again, as "Execute" in the Checks tab runs it: it reads the tables as they are now.
+    # The last step again (as "Re-execute → Selected step" runs it): its check reads the tables as they are now.
     with dg.execute_job(
         dg.reconstructable(resolved_import_leads_job),
         instance=pipeline.instance,
-        reexecution_options=dg.ReexecutionOptions(first["run_id"], step_selection=["leads_rows_conserved"]),
+        reexecution_options=dg.ReexecutionOptions(first["run_id"], step_selection=["leads.archive_file"]),
         tags=pipeline.instance.get_run_by_id(first["run_id"]).tags,
     ) as rerun:
         evaluation = _check_results(pipeline, rerun.run_id)["rows_conserved"]
@@ -171,14 +171,15 @@ def test_asset_run_without_a_partition_says_what_to_do(pipeline):
 
 
 def test_run_config_short_form_is_the_jobs_form():
-    short = {"ops": {"parse": {"config": {"sheet": "Leads"}}, "reject_rate": {"config": {"warn_above": 0.1}}}}
+    short = {"ops": {"parse": {"config": {"sheet": "Leads"}}, "archive_file": {"config": {"warn_reject_rate": 0.1}}}}
 
     nested = job_run_config(short)
 
     assert nested == {
         "ops": {
-            "leads": {"ops": {"parse": {"config": {"sheet": "Leads"}}}},
-            "leads_reject_rate": {"config": {"warn_above": 0.1}},
+            "leads": {
+                "ops": {"parse": {"config": {"sheet": "Leads"}}, "archive_file": {"config": {"warn_reject_rate": 0.1}}}
+            },
         }
     }
     assert job_run_config(nested) == nested

@@ -110,7 +110,7 @@ BAD_CONFIGS = [
         {"parse": {"config": {"encoding": "klingon"}}},
         "ops.parse.config.encoding = 'klingon': not an encoding Python knows; e.g. cp1252, latin-1, utf-16, utf-8",
     ),
-    ({"lod": {}}, "ops.lod: no such op with config; the import job's are parse, validate, dedupe, load, reject_rate"),
+    ({"lod": {}}, "ops.lod: no such op with config; the import job's are parse, validate, dedupe, load, archive_file"),
 ]
 
 

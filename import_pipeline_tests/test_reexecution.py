@@ -7,7 +7,7 @@ import yaml
 from import_pipeline.config import PROJECT_ROOT
 from import_pipeline.definitions import resolved_import_leads_job
 from import_pipeline.launch import import_file, reexecute_from_failure
-from import_pipeline_tests.shared import CHECK_STEPS, FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
+from import_pipeline_tests.shared import FAIL_FIRST_LOAD, HANDMADE, started_steps, tables
 
 
 def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
@@ -29,7 +29,7 @@ def test_reexecution_from_failure_equals_clean_run(make_pipeline, tmp_path):
 
     assert retried["status"] == "success", retried["error"]
     assert retried["partition_key"] == first["partition_key"]
-    assert started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file", *CHECK_STEPS]
+    assert started_steps(failing.instance, retried["run_id"]) == ["load", "archive_file"]
     assert tables(failing) == tables(clean)
     # Both runs name workspace.yaml's code location, which the UI's "Re-execute" needs.
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
@@ -93,7 +93,6 @@ def test_reexecution_from_failure_works_from_every_op(make_pipeline, tmp_path, f
     retried = reexecute_from_failure(broken_id)
 
     assert retried["status"] == "success", retried["error"]
-    # The broken run selected the import's steps only, so its re-execution runs no checks.
     assert started_steps(pipeline.instance, retried["run_id"]) == list(UNREADABLE_INPUT)[steps_before:]
     assert _without_source_file(tables(pipeline)) == _without_source_file(expected)
     assert not path.exists() and len(list((pipeline.home / "processed").rglob("handmade.csv"))) == 1
