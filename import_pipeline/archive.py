@@ -9,7 +9,7 @@ from pydantic import Field
 
 from import_pipeline.checks import DEFAULT_REJECT_WARNING, IMPORT_CHECKS, reject_rate, rows_conserved
 from import_pipeline.database import LeadsDatabase
-from import_pipeline.load import as_metadata
+from import_pipeline.load import LEADS_ASSET, as_metadata
 from import_pipeline.state import StateFolder
 from import_pipeline.summary import LoadResult
 
@@ -29,7 +29,8 @@ class ArchiveConfig(dg.Config):
 # names where the file is now (processed/...), not where it landed; the import's checks follow it.
 @dg.op(
     out={
-        "result": dg.Out(LoadResult),
+        # Not materialized by a plan: the partition stays as it was.
+        "result": dg.Out(LoadResult, is_required=False),
         **{f"leads_{spec.name}": dg.Out(dg.Nothing, is_required=False) for spec in IMPORT_CHECKS},
     }
 )
@@ -41,6 +42,12 @@ def archive_file(
     result: LoadResult,
 ):
     """Move a successfully imported landed file to `processed/YYYY/MM/DD/` (never deleted); record and check the import."""
+    if result.status == "planned":
+        # A plan is an observation of the partition, not its materialization; the file stays where it is.
+        context.log_event(
+            dg.AssetObservation(LEADS_ASSET, partition=context.partition_key, metadata=as_metadata(result.record))
+        )
+        return
     moved = state.archive(Path(result.source_file), datetime.date.today())
     record = dict(result.record)
     if moved:

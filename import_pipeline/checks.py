@@ -50,13 +50,11 @@ def committed_counts(cur: psycopg.Cursor, result: LoadResult) -> tuple[str, dict
         return None
     cur.execute(
         """
-        SELECT o.action, count(*) FROM import_outcomes o JOIN imports i ON i.id = o.import_id
-        WHERE i.partition_key = %(key)s GROUP BY o.action
+        SELECT action, count(*) FROM import_outcomes WHERE import_id = %(id)s GROUP BY action
         UNION ALL
-        SELECT 'rejected', count(*) FROM rejected_rows r JOIN imports i ON i.id = r.import_id
-        WHERE i.partition_key = %(key)s
+        SELECT 'rejected', count(*) FROM rejected_rows WHERE import_id = %(id)s
         """,
-        {"key": earlier["partition_key"]},
+        {"id": earlier["id"]},
     )
     rows: dict[str, int] = dict(cur.fetchall())
     counts = {count: rows.get(action, 0) for action, count in OUTCOME_COUNTS.items()}

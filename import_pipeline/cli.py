@@ -35,7 +35,7 @@ from import_pipeline.embedded_server import (
     start_embedded_server,
     stop_embedded_server,
 )
-from import_pipeline.schema import COUNT_KEYS
+from import_pipeline.schema import COUNT_KEYS, REVERT_COUNTS
 
 DEV_HOST, DEV_PORT = "127.0.0.1", 3000
 
@@ -203,6 +203,10 @@ def _import(args: argparse.Namespace) -> int:
     from import_pipeline.launch import import_file
 
     run_config = _read_run_config(args.config)  # before the database: a bad config needs no server
+    if args.plan:
+        from import_pipeline.run_config import with_plan
+
+        run_config = with_plan(run_config)
     bootstrap()
     with _run_logs(args.verbose):
         result = import_file(Path(args.path), run_config)
@@ -210,7 +214,7 @@ def _import(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_summary(result)
-    return 0 if result["status"] in ("success", "skipped") else 1
+    return 0 if result["status"] in ("success", "skipped", "planned") else 1
 
 
 def _print_summary(result: dict) -> None:
@@ -223,6 +227,19 @@ def _print_summary(result: dict) -> None:
     print(f"{result['status'].upper()}  {result['partition_key']}  run {result['run_id']}{when}")
     if result.get("latest_status") and result.get("latest_run_id") != result["run_id"]:
         print(f"  since then: {result['latest_status']} in run {result['latest_run_id']}")
+    if result.get("replaces_run_id"):
+        print(f"  imports again the reverted import of run {result['replaces_run_id']}")
+    if result.get("action") == "revert" and result.get("rows_changed") is not None:
+        print(
+            "  rows the import changed {rows_changed}: removed {removed}  restored {restored}  conflicts {conflict}"
+            "  untouched {untouched}  (overridden {overridden})".format(
+                **{k: result.get(k) or 0 for k in REVERT_COUNTS}
+            )
+        )
+        if result.get("already_reverted"):
+            print("  reverted already: nothing changed this time")
+        if result.get("reverted_run_id"):
+            print(f"  reverted the import of run {result['reverted_run_id']}")
     if result.get("rows_read") is not None:
         print(
             "  read {rows_read}  rejected {rows_rejected}  duplicates in file {duplicates_in_file}"
@@ -235,6 +252,10 @@ def _print_summary(result: dict) -> None:
         print(f"  error: {result['error']}")
     if result.get("reject_report"):
         print(f"  rejected rows: {result['reject_report']}")
+    if result.get("plan_report"):
+        print(f"  planned changes: {result['plan_report']}")
+    if result.get("revert_report") and result.get("conflict"):
+        print(f"  conflicts: {result['revert_report']}")
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -251,6 +272,22 @@ def _retry(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0 if result["status"] in ("success", "skipped") else 1
+
+
+def _revert(args: argparse.Namespace) -> int:
+    from import_pipeline.launch import revert_partition
+
+    bootstrap()
+    try:
+        with _run_logs(args.verbose):
+            result = revert_partition(args.partition, force=args.force)
+    except ValueError as e:
+        result = {"run_id": None, "partition_key": args.partition, "status": "failed", "error": str(e)}
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        _print_summary(result)
+    return 0 if result["status"] == "reverted" else 1
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -311,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     imp = commands.add_parser("import", help="import one file through the import job")
     imp.add_argument("path")
     imp.add_argument("--config", help="run config YAML, as in the Launchpad")
+    imp.add_argument("--plan", action="store_true", help="only show what the import would do; commit nothing")
     imp.add_argument("--json", action="store_true", help="print one JSON object")
     imp.add_argument("--verbose", action="store_true", help="print Dagster's event log lines as the run goes")
     imp.set_defaults(handler=_import)
@@ -320,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     retry.add_argument("--json", action="store_true", help="print one JSON object")
     retry.add_argument("--verbose", action="store_true", help="print Dagster's event log lines as the run goes")
     retry.set_defaults(handler=_retry)
+
+    revert = commands.add_parser("revert", help="revert the committed import of a partition (see `history`)")
+    revert.add_argument("partition")
+    revert.add_argument("--force", action="store_true", help="revert leads changed since the import too")
+    revert.add_argument("--json", action="store_true", help="print one JSON object")
+    revert.add_argument("--verbose", action="store_true", help="print Dagster's event log lines as the run goes")
+    revert.set_defaults(handler=_revert)
 
     history = commands.add_parser("history", help="recent imports, newest first")
     history.add_argument("--json", action="store_true")

@@ -24,6 +24,7 @@ from import_pipeline.database import LeadsDatabase
 from import_pipeline.jobs import import_leads_job, leads
 from import_pipeline.notify import Notifier
 from import_pipeline.parts import ParquetIOManager
+from import_pipeline.revert import revert_import_job
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 from import_pipeline.state import StateFolder
 
@@ -32,7 +33,7 @@ defs = dg.Definitions(
     # executor spends about 2.5 s starting each step on two cores.
     executor=dg.in_process_executor,
     assets=[leads],
-    jobs=[import_leads_job, cleanup_job],
+    jobs=[import_leads_job, revert_import_job, cleanup_job],
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={
@@ -61,3 +62,8 @@ defs = dg.Definitions(
 def resolved_import_leads_job() -> dg.JobDefinition:
     """The import job with the resources above bound; `dg.reconstructable` target for scripts and tests."""
     return defs.resolve_job_def(import_leads_job.name)
+
+
+def resolved_revert_import_job() -> dg.JobDefinition:
+    """The revert job with the resources above bound; `dg.reconstructable` target for the CLI and tests."""
+    return defs.resolve_job_def(revert_import_job.name)

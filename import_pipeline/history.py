@@ -3,7 +3,9 @@
 import dagster as dg
 
 from import_pipeline.jobs import import_leads_job
-from import_pipeline.schema import COUNT_KEYS
+from import_pipeline.load import REPLACES_RUN_TAG
+from import_pipeline.revert import revert_import_job
+from import_pipeline.schema import COUNT_KEYS, REVERT_COUNTS
 
 
 def step_name(step_key: str) -> str:
@@ -73,6 +75,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     status = _STATUS.get(run.status, run.status.value.lower())
     if status == "success" and metadata.get("skipped"):
         status = "skipped"
+    if status == "success" and metadata.get("planned"):
+        status = "planned"  # nothing committed: the plan report says what a load would change
     error = _first_error(instance, run_id) if status == "failed" else None
     if status == "failed" and error is None:
         error = "the run failed before any step reported an error; see its logs in the Dagster UI"
@@ -87,6 +91,9 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "source_file": metadata.get("source_file"),
         "already_imported_as": metadata.get("already_imported_as"),
         "reject_report": _reject_report(instance, run),
+        "plan_report": metadata.get("plan_report"),
+        # Imported again after a revert: the run of the import this one replaces.
+        "replaces_run_id": run.tags.get(REPLACES_RUN_TAG),
         "started_at": record.start_time,
         "error": error,
         # The parse step's too: a run that fails later (too many invalid rows) warned of garbled values before.
@@ -94,18 +101,48 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     }
 
 
+def revert_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """One revert as a flat record: run, partition, status (reverted or failed), what it did, the import it reverted."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        raise ValueError(f"no run {run_id}")
+    run = record.dagster_run
+    metadata = _step_metadata(instance, run_id).get("revert", {})
+    status = "reverted" if run.status == dg.DagsterRunStatus.SUCCESS else _STATUS.get(run.status, "failed")
+    error = _first_error(instance, run_id) if status == "failed" else None
+    return {
+        "run_id": run_id,
+        "partition_key": run.tags.get("dagster/partition"),
+        "status": status,
+        "action": "revert",
+        **{k: metadata.get(k) for k in REVERT_COUNTS},
+        "already_reverted": metadata.get("already_reverted"),
+        "reverted_run_id": metadata.get("reverted_run_id"),
+        "revert_report": metadata.get("revert_report"),
+        "started_at": record.start_time,
+        "duration_s": (record.end_time - record.start_time) if record.end_time and record.start_time else None,
+        "error": error,
+        "warnings": [],
+    }
+
+
 def import_history(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
-    """The most recent imports, newest first."""
+    """The most recent imports and reverts, newest first."""
     records = sorted(
         (
             record
-            for job in IMPORT_JOBS
+            for job in (*IMPORT_JOBS, revert_import_job.name)
             for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=limit)
         ),
         key=lambda record: record.create_timestamp,
         reverse=True,
     )[:limit]
-    rows = [import_summary(instance, r.dagster_run.run_id) for r in records]
+    rows = [
+        (revert_summary if r.dagster_run.job_name == revert_import_job.name else import_summary)(
+            instance, r.dagster_run.run_id
+        )
+        for r in records
+    ]
     # Newest first: the first row of a partition is its latest outcome (a failed run retried since says so).
     latest: dict[str, dict] = {}
     for row in rows:

@@ -167,12 +167,20 @@ def landed_entries(landing: Path) -> Iterator[os.DirEntry]:
             yield examined.entry
 
 
-def find_landed_file(landing: Path, key: str) -> Path:
-    """The landing-folder file whose content and name give `key`."""
+def find_landed_file(landing: Path, key: str, processed: Path | None = None) -> Path:
+    """The landing-folder file whose content and name give `key`; else the same file imported into `processed`
+    (a partition imported again after its revert)."""
     name_part = key.rsplit("@", 1)[0].split(SHEET_MARK, 1)[0]
     for entry in landed_entries(landing):
         if _safe_name(entry.name) == name_part and content_hash(Path(entry.path)).startswith(hash_of_key(key)):
             return Path(entry.path)
+    if processed is not None and processed.is_dir():
+        for path in sorted(processed.rglob("*")):
+            # `move_aside` numbers a name taken in its day's folder: `leads.1.csv` was `leads.csv`.
+            original = re.sub(r"\.\d+(?=\.[^.]*$|$)", "", path.name)
+            named = name_part in (_safe_name(original), _safe_name(path.name))
+            if named and path.is_file() and content_hash(path).startswith(hash_of_key(key)):
+                return path
     raise dg.Failure(
         description=f"No file in {landing} matches partition {key!r}: it was moved (an imported file moves to "
         "processed/), renamed or changed since it landed. To import a file now in the landing folder, "

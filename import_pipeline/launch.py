@@ -14,9 +14,9 @@ from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, 
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from import_pipeline.config import CODE_LOCATION, DATABASE_URL_ENV, HOME_ENV, PROJECT_ROOT, home_dir
-from import_pipeline.definitions import resolved_import_leads_job
+from import_pipeline.definitions import resolved_import_leads_job, resolved_revert_import_job
 from import_pipeline.formats import FileRejected, detect_format
-from import_pipeline.history import import_summary
+from import_pipeline.history import import_summary, revert_summary
 from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
 from import_pipeline.run_config import check_against_job, job_run_config, short_form
@@ -48,12 +48,15 @@ def run_here(
     run_config: Mapping[str, Any],
     tags: Mapping[str, str],
     parent: dg.DagsterRun | None = None,
+    resolved_job=resolved_import_leads_job,
 ) -> str:
-    """Run the import job in this process, as a run the UI can re-execute; from the failed step when `parent` is given."""
-    job = dg.reconstructable(resolved_import_leads_job)
+    """Run the import job (or `resolved_job`) in this process, as a run the UI can re-execute; from the failed
+    step when `parent` is given."""
+    job = dg.reconstructable(resolved_job)
     job_def = job.get_definition()
-    run_config = job_run_config(run_config)
-    check_against_job(job_def, run_config)
+    if resolved_job is resolved_import_leads_job:
+        run_config = job_run_config(run_config)
+        check_against_job(job_def, run_config)
     lineage: dict[str, Any] = {}
     if parent is not None:
         step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(instance, parent)
@@ -160,3 +163,17 @@ def reexecute_from_failure(run_id: str) -> dict:
         if parent.status != dg.DagsterRunStatus.FAILURE:
             raise ValueError(f"run {run_id} is {parent.status.value.lower()}, not failed: nothing to re-execute")
         return import_summary(instance, run_here(instance, parent.run_config, parent.tags, parent))
+
+
+def revert_partition(partition_key: str, force: bool = False) -> dict:
+    """Revert the committed import of a partition through `revert_import_job`, as its Launchpad does."""
+    with dg.DagsterInstance.get() as instance:
+        if not instance.has_dynamic_partition(LANDED_FILES, partition_key):
+            raise ValueError(f"no partition {partition_key!r}: `import-pipeline history` lists the imported ones")
+        run_id = run_here(
+            instance,
+            {"ops": {"revert": {"config": {"force": force}}}},
+            {"dagster/partition": partition_key},
+            resolved_job=resolved_revert_import_job,
+        )
+        return revert_summary(instance, run_id)

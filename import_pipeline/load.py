@@ -8,8 +8,9 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -20,17 +21,21 @@ from pydantic import Field, model_validator
 from import_pipeline.config import LOAD_POOL
 from import_pipeline.database import LeadsDatabase, one_value
 from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
-from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import
+from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import, record_xids
 from import_pipeline.parts import Parts
+from import_pipeline.plan import PlanReport, changes_markdown
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
+from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
 from import_pipeline.summary import FileSummary, LoadResult
 
+T = TypeVar("T")
 LEADS_ASSET = dg.AssetKey("leads")
 OUTCOME_TAG_PREFIX = "import_pipeline/"  # run tags of the outcome counts, e.g. import_pipeline/inserted
+REPLACES_RUN_TAG = "import_pipeline/replaces_run"  # an import of a partition again after its revert
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
 LOCK_TIMEOUT = "5s"
@@ -57,6 +62,11 @@ class LoadConfig(dg.Config):
     reassign_existing: bool = Field(
         default=False, description="update/merge also set the owner of the existing leads they change."
     )
+    plan: bool = Field(
+        default=False,
+        description="Only show what the load would do: the same load against the table as it is, rolled back; "
+        "the counts and every field it would change (plan report), nothing committed.",
+    )
 
     @model_validator(mode="after")
     def _owners_for_assign(self) -> "LoadConfig":
@@ -69,7 +79,7 @@ class LoadConfig(dg.Config):
         return self
 
 
-def _wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
+def wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
     """Hold the imports' lock until commit; only another import's load is waited for, however long."""
     cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
     if one_value(cur):
@@ -96,8 +106,11 @@ def _link_resubmitted_rows(cur: psycopg.Cursor, summary: FileSummary, import_id:
     copy_frames(cur, sql.Identifier("resubmitted_rows"), columns, origins, 0)
     cur.execute(
         """
-        UPDATE resubmitted_rows r SET rejected_in_import = i.id FROM imports i
-        WHERE r.import_id = %s AND i.partition_key = r.rejected_in
+        UPDATE resubmitted_rows r SET rejected_in_import = (
+            -- A partition imported again after a revert: its newest import (the rows were rejected in each).
+            SELECT max(i.id) FROM imports i WHERE i.partition_key = r.rejected_in
+        )
+        WHERE r.import_id = %s
         """,
         (import_id,),
     )
@@ -112,23 +125,26 @@ def load_import(
     run_id: str,
     log=None,
     laps: Laps | None = None,
+    plan: PlanReport | None = None,
 ) -> dict:
     """Load one file in one transaction; returns its counts.
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
-    with `already_imported_as` naming the partition that holds these bytes.
+    with `already_imported_as` naming the partition that holds these bytes. With `plan`, the very same
+    load is rolled back at the end, after `plan` has written what it would change.
     """
     lap = laps or Laps()
     keys, keep = summary.match_keys, summary.keep
-    with conn.transaction(), conn.cursor() as cur:
-        import_id = claim_import(cur, summary, run_id)
-        if import_id is None:
+    with conn.transaction(force_rollback=plan is not None), conn.cursor() as cur:
+        claimed = claim_import(cur, summary, run_id)
+        if claimed is None:
             earlier = earlier_import(cur, summary.partition_key, summary.content_hash, summary.sheet)
             assert earlier is not None, "the claim conflicted with an import that is not there"
             return earlier["counts"] | {
                 "already_imported_as": earlier["partition_key"],
                 "first_run_id": earlier["run_id"],
             }
+        import_id, replaces_run = claimed
         # Before the first temporary table: staging and outcomes stay in memory instead of spilling.
         cur.execute("SET LOCAL temp_buffers = '512MB'")
         cur.execute("SET LOCAL work_mem = '256MB'")
@@ -142,14 +158,17 @@ def load_import(
         lap("copy to staging")
         drop_in_file_duplicates(cur, staging, keys, keep)
         lap("drop in-file duplicates")
-        _wait_for_other_imports(cur, log)
+        wait_for_other_imports(cur, log)
         lap("wait for other imports")
         # Every lock the load waits for on `leads` is bounded: an application transaction holding a
         # lead (or inserting its email) for longer makes this attempt start again instead of waiting on.
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
-        inserted_plainly = apply_strategy(cur, staging, config, import_id, summary.source_file, keys, keep, lap, log)
+        inserted_plainly, savepoint_xid = apply_strategy(
+            cur, staging, config, import_id, summary.source_file, keys, keep, lap, log
+        )
+        record_xids(cur, import_id, savepoint_xid)
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
         # In-file duplicates point at the lead their surviving row became.
@@ -193,8 +212,11 @@ def load_import(
         check_conservation(counts)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
         lap("rejected rows")
-    lap("commit")
-    return counts
+        if plan is not None:
+            plan.write(cur)
+            lap("plan report")
+    lap("roll back" if plan is not None else "commit")
+    return counts | ({"replaces_run_id": replaces_run} if replaces_run else {})
 
 
 RACES = (
@@ -226,6 +248,7 @@ def load_with_retries(
     summary: FileSummary,
     config: LoadConfig,
     laps: Laps,
+    plan: PlanReport | None = None,
 ) -> dict:
     """`load_import`, started again from scratch after a transient error (the server gone or restarting, a
     deadlock, a lock held too long, lost rows) until `leads_db.retry_seconds` have passed.
@@ -233,28 +256,40 @@ def load_with_retries(
     The load is one transaction, and an import is recorded once: an attempt after a commit that was not
     seen finds the import recorded and changes nothing.
     """
-    deadline = time.monotonic() + leads_db.retry_seconds
     indexed = False
-    for attempt in itertools.count(1):
-        try:
-            if not indexed:
-                with leads_db.connect() as conn:
-                    conn.autocommit = True
-                    for index in ensure_key_indexes(conn, summary.match_keys):
-                        context.log.info(f"load: built the index {index} for this import's match keys")
-                indexed = True
+
+    def attempt() -> dict:
+        nonlocal indexed
+        if not indexed:
             with leads_db.connect() as conn:
-                return load_import(conn, leads, rejected, summary, config, context.run_id, log=context.log, laps=laps)
+                conn.autocommit = True
+                for index in ensure_key_indexes(conn, summary.match_keys):
+                    context.log.info(f"load: built the index {index} for this import's match keys")
+            indexed = True
+        with leads_db.connect() as conn:
+            return load_import(
+                conn, leads, rejected, summary, config, context.run_id, log=context.log, laps=laps, plan=plan
+            )
+
+    return with_retries(context, leads_db, "load", attempt)
+
+
+def with_retries(context: dg.OpExecutionContext, leads_db: LeadsDatabase, what: str, attempt: Callable[[], T]) -> T:
+    """`attempt()` (one transaction), started again after a transient error until `leads_db.retry_seconds` passed."""
+    deadline = time.monotonic() + leads_db.retry_seconds
+    for number in itertools.count(1):
+        try:
+            return attempt()
         except TRANSIENT_ERRORS as e:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RetriesExhausted(f"{type(e).__name__}: {' '.join(str(e).split())}") from e
-            pause = min(_pause(attempt), left)
+            pause = min(_pause(number), left)
             # Under the embedded default the server may have stopped: start it again before anything else
             # (Dagster's own event log lives there too).
             revived = leads_db.revive()
             context.log.warning(
-                f"load attempt {attempt} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+                f"{what} attempt {number} failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
                 f"{'; the embedded server was started again' if revived else ''}; "
                 f"trying again in {pause:.1f} s ({left:.0f} s of the retry budget left)"
             )
@@ -307,7 +342,7 @@ def import_record(
     return record
 
 
-_PATHS = ("source_file", "landed_as", "archived_to", "reject_report")
+_PATHS = ("source_file", "landed_as", "archived_to", "reject_report", "plan_report")
 
 
 def as_metadata(record: dict[str, Any]) -> dict[str, Any]:
@@ -323,6 +358,8 @@ def as_metadata(record: dict[str, Any]) -> dict[str, Any]:
             )
         elif key == "rejected_rows":
             metadata[key] = sample_table(tuple(value))
+        elif key == "changes":
+            metadata[key] = changes_markdown(value, record.get("planned_changes", len(value)))
         elif key in _PATHS and isinstance(value, str):
             metadata[key] = dg.MetadataValue.path(value)
         elif isinstance(value, dict | list):
@@ -339,11 +376,12 @@ def load(
     context: dg.OpExecutionContext,
     config: LoadConfig,
     leads_db: LeadsDatabase,
+    state: StateFolder,
     leads: Parts,
     rejected: Parts,
     summary: FileSummary,
 ) -> LoadResult:
-    """Commit the file's leads, history and rejected rows, and record the import in the `leads` asset."""
+    """Commit the file's leads, history and rejected rows (or, as a plan, show what that would change)."""
     started = time.perf_counter()
     if config.assign == "by_column" and config.owner_column not in summary.mapping:
         raise dg.Failure(
@@ -352,8 +390,9 @@ def load(
             allow_retries=False,
         )
     laps = Laps(context.log)
+    plan = PlanReport(state.reports_path / f"{summary.partition_key}.plan.csv") if config.plan else None
     try:
-        counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps)
+        counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps, plan)
     except CountsDoNotAddUp as e:
         raise dg.Failure(
             description=f"{summary.source_file}: counts do not add up, nothing was loaded: {e}", allow_retries=False
@@ -389,9 +428,18 @@ def load(
         return LoadResult(summary, "skipped", committed, record)
 
     record = import_record(summary, counts, config, laps.seconds, leads_table_columns(leads_db))
+    if plan is not None and "already_imported_as" not in counts:
+        record |= plan.record()
+        context.log.info(
+            f"{Path(summary.source_file).name}: planned, nothing committed; {plan.changes:,} field changes "
+            f"in {plan.path}"
+        )
     # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
-    context.instance.add_run_tags(
-        context.run_id, {f"{OUTCOME_TAG_PREFIX}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
-    )
+    prefix = f"{OUTCOME_TAG_PREFIX}planned_" if record.get("planned") else OUTCOME_TAG_PREFIX
+    tags = {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
+    if counts.get("replaces_run_id"):
+        # Imported again after a revert: the run of the import it replaces.
+        tags[REPLACES_RUN_TAG] = record["replaces_run_id"] = counts["replaces_run_id"]
+    context.instance.add_run_tags(context.run_id, tags)
     context.add_output_metadata(as_metadata(record))
-    return LoadResult(summary, "success", committed, record)
+    return LoadResult(summary, "planned" if record.get("planned") else "success", committed, record)

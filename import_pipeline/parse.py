@@ -233,7 +233,7 @@ def _source_path(state: StateFolder, bucket: BucketStore, partition: str, config
     """The file or object a run imports: its config's `source_path`, else the one its partition names."""
     named = config.source_path or ("" if is_landed_key(partition) else partition)
     if not named:
-        return str(find_landed_file(state.landing_path, partition))
+        return str(find_landed_file(state.landing_path, partition, state.processed_path))
     if named.startswith("s3://"):
         if not bucket.holds(named):
             raise _refuse_outside(named, state, bucket)

@@ -118,3 +118,11 @@ def check_config(context: dg.OpExecutionContext) -> None:
         check_run_config(context.run_config)
     except RunConfigError as e:
         raise dg.Failure(description=str(e), allow_retries=False) from None
+
+
+def with_plan(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """`run_config` with the load as a plan (`load: config: plan: true`): the same load, rolled back."""
+    ops = short_form(run_config)
+    load = dict(ops.get("load") or {})
+    load["config"] = {**(load.get("config") or {}), "plan": True}
+    return job_run_config({**run_config, "ops": {**ops, "load": load}})

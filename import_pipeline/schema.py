@@ -55,6 +55,11 @@ COUNT_KEYS = (
     "created",
 )
 
+# What a revert does with each row its import changed (`revert_history.action`), and its counts:
+# `overridden` are the removed or restored rows changed since the import (reverted with `force`).
+REVERT_OUTCOMES = ("removed", "restored", "conflict", "untouched")
+REVERT_COUNTS = (*REVERT_OUTCOMES, "overridden", "rows_changed")
+
 # Unicode White_Space, as a PostgreSQL regular expression: what an email key never contains.
 WHITE_SPACE = r"[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 
@@ -326,6 +331,46 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
                     )
                 ) o
                 LEFT JOIN resubmitted_rows r ON r.import_id = o.import_id AND r.source_row = o.source_row;
+            """
+        ),
+    ),
+    (
+        10,
+        "an import can be reverted, and its file imported again",
+        sql.SQL(
+            """
+            -- A reverted import stays in the ledger; only live imports claim their partition and bytes.
+            ALTER TABLE imports
+                ADD COLUMN reverted_at timestamptz,
+                -- The earlier, reverted import of the same partition this one imports again.
+                ADD COLUMN replaces_import bigint REFERENCES imports (id),
+                -- The transaction ids (32-bit, as `xmin` shows them) the load wrote leads under: a lead whose
+                -- row version has another `xmin` was changed since, by the application or another import.
+                ADD COLUMN xids bigint[];
+            ALTER TABLE imports
+                DROP CONSTRAINT imports_partition_key_key,
+                DROP CONSTRAINT imports_content_hash_sheet_key;
+            CREATE UNIQUE INDEX imports_partition_key_live ON imports (partition_key) WHERE reverted_at IS NULL;
+            CREATE UNIQUE INDEX imports_content_live ON imports (content_hash, sheet) WHERE reverted_at IS NULL;
+            CREATE TABLE import_reverts (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                import_id bigint NOT NULL UNIQUE REFERENCES imports (id),
+                run_id text NOT NULL,
+                reverted_at timestamptz NOT NULL DEFAULT now(),
+                forced boolean NOT NULL,
+                counts jsonb NOT NULL
+            );
+            -- What the revert did with each row the import changed.
+            CREATE TABLE revert_history (
+                revert_id bigint NOT NULL REFERENCES import_reverts (id),
+                source_row integer NOT NULL,
+                lead_id bigint,
+                action text NOT NULL CHECK (action IN ('removed', 'restored', 'conflict', 'untouched')),
+                -- removed: the lead as it was; restored: {field: {from, to}}; conflict: {field: {written,
+                -- current}}; untouched: {reason}
+                detail jsonb,
+                PRIMARY KEY (revert_id, source_row)
+            );
             """
         ),
     ),

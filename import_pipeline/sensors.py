@@ -219,6 +219,8 @@ def _notify(context: dg.RunStatusSensorContext, notifier: Notifier, event: str) 
         error = summary["error"]
         shown = error if len(error) <= ERROR_TAG_CHARS else error[: ERROR_TAG_CHARS - 1] + "…"
         context.instance.add_run_tags(context.dagster_run.run_id, {ERROR_TAG: shown})
+    if summary["status"] == "planned":
+        event = "import planned"  # nothing committed: the plan report says what the load would change
     outcome = notifier.send(event, summary, context.log)
     context.log.info(f"{event} notification for run {context.dagster_run.run_id}: {outcome}")
 

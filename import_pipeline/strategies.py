@@ -110,8 +110,11 @@ def _insert(
     cur.execute(statement, {"import_id": import_id, "source_file": source_file, "action": action})
 
 
-def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int, source_file: str) -> int | None:
-    """Insert every unmatched row at once, without arbitration; None (nothing inserted) when one's email was taken.
+def _insert_all_new(
+    cur: psycopg.Cursor, staging: sql.Identifier, import_id: int, source_file: str
+) -> tuple[int, int | None] | None:
+    """Insert every unmatched row at once, without arbitration: how many, and the savepoint's transaction id
+    (the new leads' `xmin`) if any; None (nothing inserted) when one's email was taken.
 
     Usually no session took any of them since matching: a plain INSERT, its rows found again by
     `created_by_import`, skips the speculative insertion and the RETURNING of each row (measured: 750k
@@ -125,7 +128,12 @@ def _insert_all_new(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int
         if e.diag.constraint_name != LIVE_EMAIL_INDEX:
             raise
         return None
-    return cur.rowcount
+    count = cur.rowcount
+    if not count:
+        return 0, None
+    # Rows written in a savepoint carry its own transaction id; a revert tells them from later changes by it.
+    cur.execute("SELECT xmin::text::bigint FROM leads WHERE created_by_import = %s LIMIT 1", (import_id,))
+    return count, one_value(cur)
 
 
 def _change(
@@ -230,17 +238,18 @@ def apply_strategy(
     keep: str,
     lap: "Laps",
     log=None,
-) -> int:
+) -> tuple[int, int | None]:
     """Give every staged row its outcome: a new lead, a change to the lead it matches, or a duplicate of it.
 
     No lock but the rows written: the application may insert, change or delete leads meanwhile. A row
     whose email it took, or whose matched lead it deleted or re-keyed, is matched again in the next
-    round. Returns the leads inserted without an `outcomes` row (see `_insert_all_new`).
+    round. Returns the leads inserted without an `outcomes` row (see `_insert_all_new`) and the transaction
+    id of the savepoint they were inserted in.
     """
     unmatched, matched = sql.SQL("match_id IS NULL"), sql.SQL("match_id IS NOT NULL")
     _assign_owners(cur, staging, config, sql.SQL("TRUE") if config.on_existing == "create" else unmatched)
     all_keys = keys_with_email(keys)
-    inserted_plainly = 0
+    inserted_plainly, savepoint_xid = 0, None
     for round_number in range(MAX_ROUNDS):
         scope = _in_round(round_number)
         if round_number:
@@ -249,7 +258,7 @@ def apply_strategy(
         if plain is None:
             _insert(cur, staging, sql.SQL("{} AND {}").format(unmatched, scope), "inserted", import_id, source_file)
         else:
-            inserted_plainly = plain
+            inserted_plainly, savepoint_xid = plain
         if config.on_existing == "create":
             _insert(cur, staging, sql.SQL("{} AND {}").format(matched, scope), "created", import_id, source_file)
         if round_number == 0:
@@ -302,7 +311,7 @@ def apply_strategy(
         lost = one_value(cur)
         lap("skipped rows" if round_number == 0 else f"round {round_number + 1}")
         if not lost:
-            return inserted_plainly
+            return inserted_plainly, savepoint_xid
         if log is not None:
             log.info(f"load: {lost:,} rows lost their lead to another session's write; matching them again")
     raise LostRaces(f"rows still lost their lead to other sessions' writes after {MAX_ROUNDS} rounds")

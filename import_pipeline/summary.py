@@ -47,7 +47,7 @@ class LoadResult:
     """What the load committed for the file (or found committed already), for the steps after it."""
 
     summary: FileSummary
-    status: str  # success, or skipped when these bytes were imported before
+    status: str  # success; planned (nothing committed); or skipped when these bytes were imported before
     counts: dict[str, int]  # schema.COUNT_KEYS
     # The import's record as JSON-ready values: the `leads` materialization's metadata (`load.as_metadata`).
     record: dict[str, Any] = dataclasses.field(default_factory=dict)

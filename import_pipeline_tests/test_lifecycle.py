@@ -1,0 +1,215 @@
+"""Plan and revert of imports, on real PostgreSQL and a real Dagster instance: exact tables before and after."""
+
+import csv
+import json
+import subprocess
+
+import dagster as dg
+import pytest
+
+from import_pipeline.history import import_history
+from import_pipeline.launch import import_file, revert_partition
+from import_pipeline.schema import REVERT_COUNTS
+from import_pipeline_tests.shared import CLI
+
+EXISTING = (
+    "Company,Email,Title,City\n"
+    "Acme,ann@acme.com,CEO,\n"  # 2
+    "Beta,bob@beta.com,,Lyon\n"  # 3
+    "Delta,dan@delta.com,CTO,Nice\n"  # 4
+)
+INCOMING = (
+    "Company,Email,Title,City\n"
+    "Acme Corp,ANN@acme.com,,Paris\n"  # 2 matches Ann: company and city change under update
+    "Beta,bob@beta.com,VP,\n"  # 3 matches Bob: a title under update and merge
+    "Gamma,gus@gamma.com,,\n"  # 4 new
+    "Gamma bis,gus@gamma.com,,\n"  # 5 duplicate of line 4
+    "Echo,eve@echo.com,CFO,Rome\n"  # 6 new
+)
+LEADS = "SELECT email, company_name, title, city, duplicate_of IS NOT NULL FROM leads ORDER BY id"
+
+
+def _import(tmp_path, name: str, text: str, **load) -> dict:
+    path = tmp_path / name
+    path.write_text(text)
+    result = import_file(path, {"ops": {"load": {"config": load}}})
+    assert result["status"] in ("success", "planned"), result["error"]
+    return result
+
+
+def _leads(pipeline) -> list[tuple]:
+    return pipeline.query(LEADS)
+
+
+def _revert_rows(pipeline, partition_key: str) -> list[tuple]:
+    return pipeline.query(
+        "SELECT h.source_row, h.action, h.detail FROM revert_history h JOIN import_reverts r ON r.id = h.revert_id "
+        "JOIN imports i ON i.id = r.import_id WHERE i.partition_key = %s ORDER BY h.source_row",
+        (partition_key,),
+    )
+
+
+@pytest.mark.parametrize("on_existing", ["skip", "update", "merge", "create"])
+def test_plan_load_and_revert_agree_for_each_strategy(pipeline, tmp_path, on_existing):
+    _import(tmp_path, "existing.csv", EXISTING)
+    before = _leads(pipeline)
+    imports_before = pipeline.scalar("SELECT count(*) FROM imports")
+
+    plan = _import(tmp_path, "incoming.csv", INCOMING, on_existing=on_existing, plan=True)
+
+    assert plan["status"] == "planned"
+    assert _leads(pipeline) == before, "a plan commits nothing"
+    assert pipeline.scalar("SELECT count(*) FROM imports") == imports_before
+    real = _import(tmp_path, "incoming.csv", INCOMING, on_existing=on_existing)
+    assert real["partition_key"] == plan["partition_key"]
+    counted = ("rows_read", "rows_rejected", "duplicates_in_file", "duplicates_existing", "inserted", "updated")
+    assert {k: plan[k] for k in (*counted, "merged", "created")} == {
+        k: real[k] for k in (*counted, "merged", "created")
+    }
+    with open(plan["plan_report"], encoding="utf-8-sig", newline="") as f:
+        planned = [
+            (int(p["line"]), p["field"], p["old_value"] or None, p["new_value"] or None) for p in csv.DictReader(f)
+        ]
+    committed = pipeline.query(
+        "SELECT o.source_row, c.key, c.value->>'old', c.value->>'new' FROM import_outcomes o "
+        "JOIN imports i ON i.id = o.import_id CROSS JOIN LATERAL jsonb_each(o.changes) c "
+        "WHERE i.partition_key = %s ORDER BY 1, 2",
+        (real["partition_key"],),
+    )
+    assert planned == committed
+    assert (len(planned) > 0) == (on_existing in ("update", "merge"))
+
+    reverted = revert_partition(real["partition_key"])
+
+    assert reverted["status"] == "reverted", reverted["error"]
+    assert _leads(pipeline) == before, "the table is as it was before the import"
+    changed = {"skip": 2, "update": 4, "merge": 4, "create": 4}[on_existing]
+    assert (reverted["rows_changed"], reverted["conflict"], reverted["untouched"]) == (changed, 0, 0)
+    assert reverted["removed"] == {"skip": 2, "update": 2, "merge": 2, "create": 4}[on_existing]
+    assert reverted["removed"] + reverted["restored"] == changed
+    assert [action for _, action, _ in _revert_rows(pipeline, real["partition_key"])].count("removed") == reverted[
+        "removed"
+    ]
+    assert pipeline.scalar(
+        "SELECT reverted_at IS NOT NULL FROM imports WHERE partition_key = %s", (real["partition_key"],)
+    )
+
+    again = revert_partition(real["partition_key"])
+
+    assert again["status"] == "reverted" and again["already_reverted"] is True
+    assert _leads(pipeline) == before
+    assert {k: again[k] for k in REVERT_COUNTS} == {k: reverted[k] for k in REVERT_COUNTS}
+    assert pipeline.scalar("SELECT count(*) FROM import_reverts") == 1
+    if on_existing == "update":
+        _assert_plan_is_an_observation(pipeline, plan)
+
+
+def _assert_plan_is_an_observation(pipeline, plan: dict) -> None:
+    run = pipeline.instance.get_run_by_id(plan["run_id"])
+    assert run.tags["import_pipeline/planned_updated"] == "2"
+    assert "import_pipeline/updated" not in run.tags
+    records = pipeline.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("leads"), asset_partitions=[plan["partition_key"]]), limit=5
+    ).records
+    planned = [r.asset_observation.metadata for r in records if "planned" in r.asset_observation.metadata]
+    assert planned[0]["planned_changes"].value == 4
+    assert "| 2 |" in planned[0]["changes"].value and "Acme Corp" in planned[0]["changes"].value
+    materialized = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("leads"), asset_partitions=[plan["partition_key"]]), limit=5
+    ).records
+    assert [r.run_id for r in materialized] != [] and plan["run_id"] not in [r.run_id for r in materialized]
+
+
+def test_revert_leaves_leads_changed_since_and_lists_them(pipeline, tmp_path):
+    _import(tmp_path, "existing.csv", EXISTING)
+    result = _import(tmp_path, "incoming.csv", INCOMING, on_existing="update")
+    # The application changes a field the import updated, and a lead the import inserted.
+    pipeline.execute("UPDATE leads SET city = 'Berlin' WHERE email_key = 'ann@acme.com'")
+    pipeline.execute("UPDATE leads SET title = 'CEO' WHERE email_key = 'eve@echo.com'")
+    # ...and a field the import did not touch on Bob, whose title the import set.
+    pipeline.execute("UPDATE leads SET city = 'Paris' WHERE email_key = 'bob@beta.com'")
+
+    reverted = revert_partition(result["partition_key"])
+
+    assert (reverted["removed"], reverted["restored"], reverted["conflict"], reverted["untouched"]) == (1, 1, 2, 0)
+    assert _leads(pipeline) == [
+        ("ANN@acme.com", "Acme Corp", "CEO", "Berlin", False),  # left as it is: a conflict
+        ("bob@beta.com", "Beta", None, "Paris", False),  # the import's title undone, the application's city kept
+        ("dan@delta.com", "Delta", "CTO", "Nice", False),
+        ("eve@echo.com", "Echo", "CEO", "Rome", False),  # changed since: kept
+    ]
+    with open(reverted["revert_report"], encoding="utf-8-sig", newline="") as f:
+        report = [(r["line"], r["field"], r["written_by_import"], r["current_value"]) for r in csv.DictReader(f)]
+    assert report == [
+        ("2", "city", "Paris", "Berlin"),
+        ("6", "(lead)", "a new lead", "changed since"),
+    ]
+    run = pipeline.instance.get_run_by_id(reverted["run_id"])
+    assert run.tags["import_pipeline/conflict"] == "2"
+
+
+def test_revert_with_force_overrides_changes_since(pipeline, tmp_path):
+    _import(tmp_path, "existing.csv", EXISTING)
+    before = _leads(pipeline)
+    result = _import(tmp_path, "incoming.csv", INCOMING, on_existing="update")
+    pipeline.execute("UPDATE leads SET city = 'Berlin' WHERE email_key = 'ann@acme.com'")
+    pipeline.execute("UPDATE leads SET title = 'CEO' WHERE email_key = 'eve@echo.com'")
+
+    reverted = revert_partition(result["partition_key"], force=True)
+
+    assert (reverted["removed"], reverted["restored"], reverted["conflict"], reverted["overridden"]) == (2, 2, 0, 2)
+    assert _leads(pipeline) == before
+
+
+def test_revert_keeps_a_lead_a_later_import_matched(pipeline, tmp_path):
+    first = _import(tmp_path, "first.csv", "Company,Email\nGamma,gus@gamma.com\n")
+    second = _import(tmp_path, "second.csv", "Company,Email,City\nGamma,gus@gamma.com,Oslo\n", on_existing="merge")
+
+    reverted = revert_partition(first["partition_key"])
+
+    assert (reverted["removed"], reverted["conflict"]) == (0, 1)
+    assert _leads(pipeline) == [("gus@gamma.com", "Gamma", None, "Oslo", False)]
+    detail = _revert_rows(pipeline, first["partition_key"])[0][2]
+    assert detail["city"]["why"] == f"changed since by import {second['partition_key']}"
+
+
+def test_revert_then_import_again_with_other_settings_is_linked(pipeline, tmp_path):
+    _import(tmp_path, "existing.csv", EXISTING)
+    # From the landing folder: the import moves the file to processed/, where the same partition finds it again.
+    result = _import(pipeline.landing, "incoming.csv", INCOMING, on_existing="skip")
+    assert not (pipeline.landing / "incoming.csv").exists()
+    revert_partition(result["partition_key"])
+
+    with dg.DagsterInstance.get() as instance:
+        from import_pipeline.launch import run_here
+
+        run_id = run_here(
+            instance,
+            {"ops": {"load": {"config": {"on_existing": "update"}}}},
+            {"dagster/partition": result["partition_key"]},
+        )
+    history = import_history(pipeline.instance)
+    again = next(row for row in history if row["run_id"] == run_id)
+    assert again["status"] == "success", again["error"]
+    assert (again["updated"], again["inserted"]) == (2, 2)
+    assert again["replaces_run_id"] == result["run_id"]
+    assert pipeline.instance.get_run_by_id(run_id).tags["import_pipeline/replaces_run"] == result["run_id"]
+    assert [row["status"] for row in history[:3]] == ["success", "reverted", "success"]
+    assert (
+        pipeline.scalar(
+            "SELECT count(*) FROM imports WHERE partition_key = %s AND reverted_at IS NULL", (result["partition_key"],)
+        )
+        == 1
+    )
+
+
+def test_revert_cli_reports_counts_and_refuses_an_unknown_partition(pipeline, tmp_path):
+    _import(tmp_path, "existing.csv", EXISTING)
+    result = _import(tmp_path, "incoming.csv", INCOMING)
+
+    done = subprocess.run([*CLI, "revert", result["partition_key"], "--json"], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == 2
+    with pytest.raises(ValueError, match=r"no partition 'nothing\.csv@0123456789abcdef'"):
+        revert_partition("nothing.csv@0123456789abcdef")
