@@ -271,7 +271,7 @@ def _retry(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_summary(result)
-    return 0 if result["status"] in ("success", "skipped") else 1
+    return 0 if result["status"] in ("success", "skipped", "planned", "reverted") else 1
 
 
 def _revert(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from import_pipeline.approval import decline_import_job
 from import_pipeline.bucket import BucketStore
 from import_pipeline.cleanup import cleanup_job, cleanup_schedule
 from import_pipeline.config import (
@@ -21,7 +22,7 @@ from import_pipeline.config import (
     setting,
 )
 from import_pipeline.database import LeadsDatabase
-from import_pipeline.jobs import import_leads_job, leads
+from import_pipeline.jobs import approve_import_job, import_leads_job, leads
 from import_pipeline.notify import Notifier
 from import_pipeline.parts import ParquetIOManager
 from import_pipeline.revert import revert_import_job
@@ -33,7 +34,7 @@ defs = dg.Definitions(
     # executor spends about 2.5 s starting each step on two cores.
     executor=dg.in_process_executor,
     assets=[leads],
-    jobs=[import_leads_job, revert_import_job, cleanup_job],
+    jobs=[import_leads_job, approve_import_job, decline_import_job, revert_import_job, cleanup_job],
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={

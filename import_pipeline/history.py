@@ -1,8 +1,11 @@
 """History: what each import did, read back from Dagster's run records and the load step's metadata."""
 
+from typing import Any
+
 import dagster as dg
 
-from import_pipeline.jobs import import_leads_job
+from import_pipeline.approval import decline_import_job
+from import_pipeline.jobs import approve_import_job, import_leads_job
 from import_pipeline.load import REPLACES_RUN_TAG
 from import_pipeline.revert import revert_import_job
 from import_pipeline.schema import COUNT_KEYS, REVERT_COUNTS
@@ -15,7 +18,7 @@ def step_name(step_key: str) -> str:
 
 # Imports are runs of the import job, or of the job the asset catalog's Materialize launches (Dagster's
 # implicit job of every asset: here `leads` alone).
-IMPORT_JOBS = (import_leads_job.name, "__ASSET_JOB")
+IMPORT_JOBS = (import_leads_job.name, "__ASSET_JOB", approve_import_job.name)
 
 
 def is_import(run: dg.DagsterRun) -> bool:
@@ -76,7 +79,8 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     if status == "success" and metadata.get("skipped"):
         status = "skipped"
     if status == "success" and metadata.get("planned"):
-        status = "planned"  # nothing committed: the plan report says what a load would change
+        # Nothing committed: the plan report says what a load would change.
+        status = "awaiting approval" if metadata.get("awaiting_approval") else "planned"
     error = _first_error(instance, run_id) if status == "failed" else None
     if status == "failed" and error is None:
         error = "the run failed before any step reported an error; see its logs in the Dagster UI"
@@ -94,6 +98,7 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "plan_report": metadata.get("plan_report"),
         # Imported again after a revert: the run of the import this one replaces.
         "replaces_run_id": run.tags.get(REPLACES_RUN_TAG),
+        "plan_difference": metadata.get("plan_difference"),
         "started_at": record.start_time,
         "error": error,
         # The parse step's too: a run that fails later (too many invalid rows) warned of garbled values before.
@@ -101,48 +106,56 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
     }
 
 
-def revert_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
-    """One revert as a flat record: run, partition, status (reverted or failed), what it did, the import it reverted."""
+def _action_summary(instance: dg.DagsterInstance, run_id: str, action: str, done: str) -> tuple[dict, dict]:
+    """A run of one op (`revert`, `decline`) as a flat record, and that op's output metadata."""
     record = instance.get_run_record_by_id(run_id)
     if record is None:
         raise ValueError(f"no run {run_id}")
     run = record.dagster_run
-    metadata = _step_metadata(instance, run_id).get("revert", {})
-    status = "reverted" if run.status == dg.DagsterRunStatus.SUCCESS else _STATUS.get(run.status, "failed")
-    error = _first_error(instance, run_id) if status == "failed" else None
-    return {
+    status = done if run.status == dg.DagsterRunStatus.SUCCESS else _STATUS.get(run.status, "failed")
+    summary: dict[str, Any] = {
         "run_id": run_id,
         "partition_key": run.tags.get("dagster/partition"),
         "status": status,
-        "action": "revert",
+        "action": action,
+        "started_at": record.start_time,
+        "duration_s": (record.end_time - record.start_time) if record.end_time and record.start_time else None,
+        "error": _first_error(instance, run_id) if status == "failed" else None,
+        "warnings": [],
+    }
+    return summary, _step_metadata(instance, run_id).get(action, {})
+
+
+def revert_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """One revert as a flat record: run, partition, status (reverted or failed), what it did, the import it reverted."""
+    summary, metadata = _action_summary(instance, run_id, "revert", "reverted")
+    return summary | {
         **{k: metadata.get(k) for k in REVERT_COUNTS},
         "already_reverted": metadata.get("already_reverted"),
         "reverted_run_id": metadata.get("reverted_run_id"),
         "revert_report": metadata.get("revert_report"),
-        "started_at": record.start_time,
-        "duration_s": (record.end_time - record.start_time) if record.end_time and record.start_time else None,
-        "error": error,
-        "warnings": [],
     }
 
 
+def decline_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """One declined import: run, partition, status (declined or failed), the reason and where the file went."""
+    summary, metadata = _action_summary(instance, run_id, "decline", "declined")
+    return summary | {"reason": metadata.get("reason"), "source_file": metadata.get("moved_to") or None}
+
+
 def import_history(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
-    """The most recent imports and reverts, newest first."""
+    """The most recent imports, reverts and declines, newest first."""
     records = sorted(
         (
             record
-            for job in (*IMPORT_JOBS, revert_import_job.name)
+            for job in (*IMPORT_JOBS, revert_import_job.name, decline_import_job.name)
             for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=limit)
         ),
         key=lambda record: record.create_timestamp,
         reverse=True,
     )[:limit]
-    rows = [
-        (revert_summary if r.dagster_run.job_name == revert_import_job.name else import_summary)(
-            instance, r.dagster_run.run_id
-        )
-        for r in records
-    ]
+    summaries = {revert_import_job.name: revert_summary, decline_import_job.name: decline_summary}
+    rows = [summaries.get(r.dagster_run.job_name, import_summary)(instance, r.dagster_run.run_id) for r in records]
     # Newest first: the first row of a partition is its latest outcome (a failed run retried since says so).
     latest: dict[str, dict] = {}
     for row in rows:

@@ -10,7 +10,7 @@ from import_pipeline.archive import archive_file
 from import_pipeline.checks import IMPORT_CHECKS
 from import_pipeline.dedupe import choose_match_keys
 from import_pipeline.landing import landed_files_partitions_def
-from import_pipeline.load import LEADS_ASSET
+from import_pipeline.load import APPROVE_JOB, LEADS_ASSET
 from import_pipeline.load import load as load_leads
 from import_pipeline.parse import parse
 from import_pipeline.run_config import check_config
@@ -43,4 +43,16 @@ import_leads_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags={"import_pipeline/target": "leads"},
     description="Import one landed file of leads (one partition of `leads`).",
+)
+
+
+# Approval of a plan that waits for it (`review`): the same import, committed, with the options chosen here.
+approve_import_job = dg.define_asset_job(
+    APPROVE_JOB,
+    selection=dg.AssetSelection.assets(leads),
+    executor_def=dg.in_process_executor,
+    tags={"import_pipeline/target": "leads", "import_pipeline/action": "approve"},
+    description="Approve an import awaiting approval: pick its partition and Launch. The Launchpad's config "
+    "may add on_existing, assign and owners under load: config; the import commits against the table as it "
+    "is now and reports any difference from its plan.",
 )

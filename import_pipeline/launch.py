@@ -19,6 +19,7 @@ from import_pipeline.formats import FileRejected, detect_format
 from import_pipeline.history import import_summary, revert_summary
 from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.ledger import earlier_import
+from import_pipeline.revert import revert_import_job
 from import_pipeline.run_config import check_against_job, job_run_config, short_form
 from import_pipeline.schema import COUNT_KEYS
 from import_pipeline.state import StateFolder
@@ -150,7 +151,7 @@ def fail_if_process_died(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg
 
 
 def reexecute_from_failure(run_id: str) -> dict:
-    """Re-execute a failed import from its failed step, as the UI's "Re-execute from failure" does.
+    """Re-execute a failed import (or revert) from its failed step, as the UI's "Re-execute from failure" does.
 
     The child run keeps the parent's tags (its partition among them); steps that succeeded are not
     run again, their outputs are reloaded from the parent run.
@@ -162,6 +163,9 @@ def reexecute_from_failure(run_id: str) -> dict:
         parent = fail_if_process_died(instance, parent)
         if parent.status != dg.DagsterRunStatus.FAILURE:
             raise ValueError(f"run {run_id} is {parent.status.value.lower()}, not failed: nothing to re-execute")
+        if parent.job_name == revert_import_job.name:
+            run_id = run_here(instance, parent.run_config, parent.tags, parent, resolved_revert_import_job)
+            return revert_summary(instance, run_id)
         return import_summary(instance, run_here(instance, parent.run_config, parent.tags, parent))
 
 

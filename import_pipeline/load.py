@@ -23,7 +23,7 @@ from import_pipeline.database import LeadsDatabase, one_value
 from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import, record_xids
 from import_pipeline.parts import Parts
-from import_pipeline.plan import PlanReport, changes_markdown
+from import_pipeline.plan import PlanReport, changes_markdown, latest_plan, plan_difference
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
@@ -36,6 +36,9 @@ T = TypeVar("T")
 LEADS_ASSET = dg.AssetKey("leads")
 OUTCOME_TAG_PREFIX = "import_pipeline/"  # run tags of the outcome counts, e.g. import_pipeline/inserted
 REPLACES_RUN_TAG = "import_pipeline/replaces_run"  # an import of a partition again after its revert
+AWAITING_TAG = "import_pipeline/awaiting_approval"  # a plan waiting for approve_import_job or decline_import_job
+APPROVED_PLAN_TAG = "import_pipeline/approved_plan_run"  # the plan an approved import committed
+APPROVE_JOB = "approve_import_job"  # commits an import that awaits approval (jobs.py)
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
 LOCK_TIMEOUT = "5s"
@@ -66,6 +69,11 @@ class LoadConfig(dg.Config):
         default=False,
         description="Only show what the load would do: the same load against the table as it is, rolled back; "
         "the counts and every field it would change (plan report), nothing committed.",
+    )
+    review: bool = Field(
+        default=False,
+        description="Require approval: plan, and commit only when approve_import_job runs for the partition "
+        "(a mapping profile with `review = true` requires it for its files).",
     )
 
     @model_validator(mode="after")
@@ -390,7 +398,11 @@ def load(
             allow_retries=False,
         )
     laps = Laps(context.log)
-    plan = PlanReport(state.reports_path / f"{summary.partition_key}.plan.csv") if config.plan else None
+    # Approving is running the approval job: its Launchpad config is the user's, whatever they type.
+    approved = context.job_name == APPROVE_JOB
+    awaiting = (config.review or summary.review) and not (approved or config.plan)
+    planning = config.plan or awaiting
+    plan = PlanReport(state.reports_path / f"{summary.partition_key}.plan.csv") if planning else None
     try:
         counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps, plan)
     except CountsDoNotAddUp as e:
@@ -428,15 +440,29 @@ def load(
         return LoadResult(summary, "skipped", committed, record)
 
     record = import_record(summary, counts, config, laps.seconds, leads_table_columns(leads_db))
+    tags = {}
     if plan is not None and "already_imported_as" not in counts:
         record |= plan.record()
         context.log.info(
             f"{Path(summary.source_file).name}: planned, nothing committed; {plan.changes:,} field changes "
             f"in {plan.path}"
         )
+    if awaiting and record.get("planned"):
+        record["awaiting_approval"] = True
+        tags[AWAITING_TAG] = "launch approve_import_job or decline_import_job for this partition"
+        context.log.info(
+            f"{summary.partition_key}: awaiting approval. To commit, launch approve_import_job for this partition "
+            "(its config may choose on_existing and owners); to refuse the file, decline_import_job"
+        )
+    if approved and not record.get("planned"):
+        planned = latest_plan(context.instance, LEADS_ASSET, summary.partition_key)
+        if planned is not None:
+            # Approval commits against the table as it is now: what changed since the plan, count by count.
+            tags[APPROVED_PLAN_TAG] = record["approved_plan_run_id"] = planned[0]
+            record["plan_difference"] = plan_difference(planned[1], counts) or "none: committed as planned"
     # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
     prefix = f"{OUTCOME_TAG_PREFIX}planned_" if record.get("planned") else OUTCOME_TAG_PREFIX
-    tags = {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
+    tags |= {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
     if counts.get("replaces_run_id"):
         # Imported again after a revert: the run of the import it replaces.
         tags[REPLACES_RUN_TAG] = record["replaces_run_id"] = counts["replaces_run_id"]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from import_pipeline.config import home_dir
 from import_pipeline.schema import CANONICAL_FIELDS
 
 PROFILES_DIR = Path(__file__).parent / "mapping_profiles"
@@ -122,6 +123,7 @@ class MappingProfile:
     name: str
     file_pattern: str = ""
     columns: dict[str, str] = field(default_factory=dict)
+    review: bool = False  # its files' imports wait for approval (a plan first; approve_import_job commits)
 
     @classmethod
     def load(cls, path: Path) -> "MappingProfile":
@@ -130,17 +132,28 @@ class MappingProfile:
         unknown = sorted(set(columns.values()) - set(CANONICAL_FIELDS))
         if unknown:
             raise MappingError(f"mapping profile {path.name} maps to unknown fields {unknown}")
-        return cls(name=data.get("name", path.stem), file_pattern=data.get("file_pattern", ""), columns=columns)
+        review = data.get("review", False)
+        if not isinstance(review, bool):
+            raise MappingError(f"mapping profile {path.name}: review must be true or false, not {review!r}")
+        return cls(data.get("name", path.stem), data.get("file_pattern", ""), columns, review)
 
 
-def profiles(directory: Path = PROFILES_DIR) -> list[MappingProfile]:
-    """The mapping profiles shipped in the repository, by file name."""
-    return [MappingProfile.load(p) for p in sorted(directory.glob("*.toml"))]
+def profile_folders() -> tuple[Path, ...]:
+    """Where profiles are read from: the state folder's own `mapping_profiles/` first, then those shipped here."""
+    return (home_dir() / "mapping_profiles", PROFILES_DIR)
 
 
-def choose_profile(file_name: str, requested: str, directory: Path = PROFILES_DIR) -> MappingProfile | None:
+def profiles(folders: Sequence[Path] | None = None) -> list[MappingProfile]:
+    """The mapping profiles of `folders` (default `profile_folders()`), each folder's by file name."""
+    found = []
+    for folder in profile_folders() if folders is None else folders:
+        found += [MappingProfile.load(p) for p in sorted(folder.glob("*.toml"))] if folder.is_dir() else []
+    return found
+
+
+def choose_profile(file_name: str, requested: str, folders: Sequence[Path] | None = None) -> MappingProfile | None:
     """The profile named in run config, else the first whose file pattern matches the file name."""
-    available = profiles(directory)
+    available = profiles(folders)
     if requested:
         for profile in available:
             if profile.name == requested:

@@ -208,7 +208,8 @@ def read_records(
     return (
         records(),
         {h: names[f"c{i}"] for i, h in enumerate(raw.headers) if h not in _REPORT_ORIGINS},
-        raw.details | {"mapping_profile": profile.name if profile else None},
+        raw.details
+        | {"mapping_profile": profile.name if profile else None, "review": bool(profile and profile.review)},
     )
 
 
@@ -334,6 +335,7 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
         sheet=details.get("sheet") or "",
         origins=origins.parts().paths if origins.rows else (),
         warnings=warnings,
+        review=bool(details.get("review")),
     )
     context.add_output_metadata(
         {

@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.report import FORMULA_START
+from import_pipeline.schema import COUNT_KEYS
 
 SAMPLE_CHANGES = 20
 PLAN_COLUMNS = ("line", "lead_id", "action", "field", "old_value", "new_value")
@@ -75,3 +76,24 @@ def changes_markdown(sample: list[dict[str, Any]], total: int) -> dg.MarkdownMet
     elif not sample:
         lines = ["No existing lead would change."]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def latest_plan(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> tuple[str, dict[str, int]] | None:
+    """The run and counts of the partition's newest plan (an observation of the asset), if any."""
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=20
+    ).records
+    for record in records:  # newest first; reverts and declines are observations too
+        metadata = record.asset_observation.metadata if record.asset_observation else {}
+        if "planned" in metadata:
+            return record.run_id, {k: int(str(metadata[k].value)) for k in COUNT_KEYS if k in metadata}
+    return None
+
+
+def plan_difference(planned: dict[str, int], committed: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Each count the commit reached differently from the plan: {count: {planned, committed}}."""
+    return {
+        k: {"planned": planned.get(k, 0), "committed": committed.get(k, 0)}
+        for k in COUNT_KEYS
+        if planned.get(k, 0) != committed.get(k, 0)
+    }

@@ -25,6 +25,10 @@ class StateFolder(dg.ConfigurableResource):
         return Path(self.home).resolve() / "quarantine"
 
     @property
+    def declined_path(self) -> Path:
+        return Path(self.home).resolve() / "declined"
+
+    @property
     def reports_path(self) -> Path:
         return Path(self.home).resolve() / "reports"
 
@@ -57,10 +61,10 @@ class StateFolder(dg.ConfigurableResource):
             return None
         return move_aside(path, self.processed_path / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}")
 
-    def quarantine(self, path: Path, reason: str) -> Path | None:
-        """Move a landed file to quarantine with a `.reason.txt` beside it; files from elsewhere stay put."""
-        if not path.resolve().is_relative_to(self.landing_path.resolve()):
+    def quarantine(self, path: Path, reason: str, folder: Path | None = None) -> Path | None:
+        """Move a landed file to quarantine (or `folder`) with a `.reason.txt` beside it; files from elsewhere stay put."""
+        if not path.resolve().is_relative_to(self.landing_path.resolve()) or not path.is_file():
             return None
-        moved = move_aside(path, self.quarantine_path)
+        moved = move_aside(path, folder or self.quarantine_path)
         moved.with_name(moved.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
         return moved

@@ -29,6 +29,7 @@ class FileSummary:
     warnings: tuple[str, ...] = ()  # what the user must know about how the file was read (garbled values...)
     rejected_sample: tuple[dict[str, str], ...] = ()  # the first rejected lines, as the reject report has them
     reject_report: str = ""  # the CSV of every rejected line; "" when none was rejected
+    review: bool = False  # its mapping profile requires approval before anything is committed
 
     def __post_init__(self) -> None:
         # Lists, when read back from JSON.

@@ -34,6 +34,8 @@ BLOCKED_AT = {
     "copy": ("rejected_rows", 'COPY "rejected_rows"'),
     # A corrected reject report: its rows' links to where they were rejected.
     "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"'),
+    # A revert, after it removed and restored leads, before the transaction ends.
+    "revert": ("revert_history", "INSERT INTO revert_history"),
 }
 
 
@@ -95,6 +97,30 @@ def test_faults_sigkill_then_retry_equals_clean_run(make_pipeline, tmp_path, ste
     assert result["status"] == "success", result["error"]
     assert pipeline.instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     assert tables(pipeline) == expected
+
+
+def test_faults_sigkill_mid_revert_changes_nothing_then_retry_reverts(pipeline, tmp_path):
+    path = tmp_path / "handmade.csv"
+    path.write_text(HANDMADE)
+    imported = import_file(path, {"ops": {"load": {"config": {"on_existing": "update"}}}})
+    assert imported["status"] == "success", imported["error"]
+    with_import = tables(pipeline)["leads"]
+
+    command = ("revert", imported["partition_key"], "--json")
+    with _import_blocked_at(pipeline.leads_url, "revert", path, command=command) as process:
+        process.kill()
+        process.wait()
+    killed = _latest_run(pipeline.instance)
+    assert killed.job_name == "revert_import_job" and killed.status == dg.DagsterRunStatus.STARTED
+    assert tables(pipeline)["leads"] == with_import, "the killed revert changed nothing"
+    assert pipeline.scalar("SELECT count(*) FROM imports WHERE reverted_at IS NULL") == 1
+
+    retry = _cli("retry", killed.run_id, "--json")
+    result = json.loads(retry.communicate(timeout=300)[0])
+
+    assert (result["status"], result["removed"], result["conflict"]) == ("reverted", FILLER + 5, 0), result["error"]
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 0
+    assert pipeline.scalar("SELECT count(*) FROM import_reverts") == 1
 
 
 def test_faults_retry_killed_then_retried_again_equals_clean_run(make_pipeline, tmp_path):

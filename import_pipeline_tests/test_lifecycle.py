@@ -7,8 +7,11 @@ import subprocess
 import dagster as dg
 import pytest
 
-from import_pipeline.history import import_history
+from import_pipeline.definitions import defs
+from import_pipeline.history import import_history, import_summary
+from import_pipeline.landing import LANDED_FILES, content_hash, partition_key
 from import_pipeline.launch import import_file, revert_partition
+from import_pipeline.run_config import with_plan
 from import_pipeline.schema import REVERT_COUNTS
 from import_pipeline_tests.shared import CLI
 
@@ -213,3 +216,107 @@ def test_revert_cli_reports_counts_and_refuses_an_unknown_partition(pipeline, tm
     assert json.loads(done.stdout)["removed"] == 2
     with pytest.raises(ValueError, match=r"no partition 'nothing\.csv@0123456789abcdef'"):
         revert_partition("nothing.csv@0123456789abcdef")
+
+
+REVIEWED_PROFILE = 'name = "vendor_lists"\nfile_pattern = "*vendor*"\nreview = true\n'
+
+
+def _land_for_review(pipeline, name: str, text: str) -> str:
+    """A landed file that a user profile marks for review, added as its partition (as the landing sensor does)."""
+    profiles = pipeline.home / "mapping_profiles"
+    profiles.mkdir(exist_ok=True)
+    (profiles / "vendor_lists.toml").write_text(REVIEWED_PROFILE)
+    path = pipeline.landing / name
+    path.write_text(text)
+    key = partition_key(path.name, content_hash(path))
+    pipeline.instance.add_dynamic_partitions(LANDED_FILES, [key])
+    return key
+
+
+def _run_job(pipeline, job_name: str, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(job_name)
+    return job.execute_in_process(
+        instance=pipeline.instance, partition_key=key, run_config=run_config or {}, raise_on_error=False
+    )
+
+
+def test_review_plans_and_waits_then_approval_commits_with_its_options(pipeline, tmp_path):
+    _import(tmp_path, "existing.csv", EXISTING)
+    before = _leads(pipeline)
+    key = _land_for_review(pipeline, "vendor_may.csv", INCOMING)
+
+    waiting = _run_job(pipeline, "import_leads_job", key)
+
+    assert waiting.success
+    summary = import_summary(pipeline.instance, waiting.run_id)
+    assert summary["status"] == "awaiting approval"
+    assert (
+        "approve_import_job"
+        in pipeline.instance.get_run_by_id(waiting.run_id).tags["import_pipeline/awaiting_approval"]
+    )
+    assert _leads(pipeline) == before and (pipeline.landing / "vendor_may.csv").exists()
+    # Meanwhile the application adds one of the leads the plan would have inserted.
+    pipeline.execute("INSERT INTO leads (company_name, email) VALUES ('Echo', 'eve@echo.com')")
+
+    approved = _run_job(
+        pipeline,
+        "approve_import_job",
+        key,
+        {"ops": {"leads": {"ops": {"load": {"config": {"on_existing": "update"}}}}}},
+    )
+
+    assert approved.success
+    result = import_summary(pipeline.instance, approved.run_id)
+    assert result["status"] == "success", result["error"]
+    assert (result["inserted"], result["updated"]) == (1, 3), "approved with on_existing: update, chosen then"
+    assert result["plan_difference"] == {
+        "inserted": {"planned": 2, "committed": 1},
+        "updated": {"planned": 0, "committed": 3},
+        "duplicates_existing": {"planned": 2, "committed": 0},
+    }
+    assert pipeline.instance.get_run_by_id(approved.run_id).tags["import_pipeline/approved_plan_run"] == waiting.run_id
+    assert not (pipeline.landing / "vendor_may.csv").exists(), "committed: archived to processed/"
+    assert pipeline.scalar("SELECT title FROM leads WHERE email_key = 'bob@beta.com'") == "VP"
+
+
+def test_decline_moves_the_file_aside_with_its_reason_and_commits_nothing(pipeline, tmp_path):
+    key = _land_for_review(pipeline, "vendor_june.csv", INCOMING)
+    assert _run_job(pipeline, "import_leads_job", key).success
+
+    declined = _run_job(pipeline, "decline_import_job", key, {"ops": {"decline": {"config": {"reason": "wrong list"}}}})
+
+    assert declined.success
+    moved = list((pipeline.home / "declined").glob("vendor_june*"))
+    assert sorted(p.name for p in moved) == ["vendor_june.csv", "vendor_june.csv.reason.txt"]
+    assert (pipeline.home / "declined" / "vendor_june.csv.reason.txt").read_text() == "wrong list\n"
+    assert pipeline.scalar("SELECT count(*) FROM leads") == 0
+    history = import_history(pipeline.instance)
+    assert (history[0]["status"], history[0]["reason"], history[1]["status"]) == (
+        "declined",
+        "wrong list",
+        "awaiting approval",
+    )
+    # A committed import is reverted, not declined.
+    committed = _import(tmp_path, "plain.csv", EXISTING)
+    refused = _run_job(pipeline, "decline_import_job", committed["partition_key"])
+    assert not refused.success
+    assert "was imported already" in import_history(pipeline.instance)[0]["error"]
+
+
+def test_with_plan_keeps_the_rest_of_the_run_config():
+    short = {"ops": {"load": {"config": {"on_existing": "merge"}}, "parse": {"config": {"sheet": "Leads"}}}}
+
+    planned = with_plan(short)
+
+    assert planned == {
+        "ops": {
+            "leads": {
+                "ops": {
+                    "load": {"config": {"on_existing": "merge", "plan": True}},
+                    "parse": {"config": {"sheet": "Leads"}},
+                }
+            }
+        }
+    }
+    assert with_plan(planned) == planned
+    assert with_plan({}) == {"ops": {"leads": {"ops": {"load": {"config": {"plan": True}}}}}}
