@@ -442,13 +442,13 @@ def load(
     record = import_record(summary, counts, config, laps.seconds, leads_table_columns(leads_db))
     tags = {}
     if plan is not None and "already_imported_as" not in counts:
-        record |= plan.record()
+        # First in the record: what a user opening the partition's events must see before the counts.
+        record = ({"awaiting_approval": True} if awaiting else {}) | plan.record() | record
         context.log.info(
             f"{Path(summary.source_file).name}: planned, nothing committed; {plan.changes:,} field changes "
             f"in {plan.path}"
         )
     if awaiting and record.get("planned"):
-        record["awaiting_approval"] = True
         tags[AWAITING_TAG] = "launch approve_import_job or decline_import_job for this partition"
         context.log.info(
             f"{summary.partition_key}: awaiting approval. To commit, launch approve_import_job for this partition "

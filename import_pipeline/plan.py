@@ -59,7 +59,7 @@ class PlanReport:
 
     def record(self) -> dict[str, Any]:
         """The plan's part of the import's record (JSON-ready)."""
-        return {"planned": True, "planned_changes": self.changes, "changes": self.sample, "plan_report": str(self.path)}
+        return {"planned": True, "planned_changes": self.changes, "plan_report": str(self.path), "changes": self.sample}
 
 
 def markdown_cell(value: Any) -> str:

@@ -104,7 +104,7 @@ BAD_CONFIGS = [
     ),
     (
         {"load": {"config": {"owner": "ann"}}},
-        "ops.load.config.owner: no such setting; load takes on_existing, assign, owners, owner_column, reassign_existing",
+        "ops.load.config.owner: no such setting; load takes on_existing, assign, owners, owner_column, reassign_existing, plan, review",
     ),
     (
         {"parse": {"config": {"encoding": "klingon"}}},

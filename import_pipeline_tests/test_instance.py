@@ -30,7 +30,13 @@ def test_instance_definitions_are_loadable():
     from import_pipeline import definitions
 
     dg.Definitions.validate_loadable(definitions.defs)
-    assert {job.name for job in definitions.defs.jobs} == {"import_leads_job", "cleanup_job"}
+    assert {job.name for job in definitions.defs.jobs} == {
+        "import_leads_job",
+        "approve_import_job",
+        "decline_import_job",
+        "revert_import_job",
+        "cleanup_job",
+    }
     assert {sensor.name for sensor in definitions.defs.sensors} == {
         "landing_sensor",
         "bucket_sensor",

@@ -27,7 +27,6 @@ pytestmark = pytest.mark.ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 LOCATION = "import_pipeline"  # workspace.yaml
-LAUNCHPAD = f"/locations/{LOCATION}/jobs/import_leads_job/playground"
 RUN_URL = re.compile(r"/runs/([0-9a-f-]{36})$")
 RUN_SECONDS = 90
 
@@ -58,6 +57,14 @@ THIRD_FILE = (
     + "Pied Piper,Richard,richard.piedpiper.example,\nAviato,Erlich,,\n"
 )
 THIRD_NAME = "uploads/ui_third.csv"  # a folder inside the landing folder: the sensor leaves it to the user
+
+# Landed for the sensor: a profile of the state folder makes vendor lists wait for approval.
+REVIEW_PROFILE = 'name = "vendor_lists"\nfile_pattern = "*vendor*"\nreview = true\n'
+VENDOR_FILE = (
+    "Company,Email,Title\nInitech,peter.gibbons@initech.example,Engineer\nUmbrella,alice@umbrella.example,CEO\n"
+)
+APPROVE_CONFIG = "ops:\n  leads:\n    ops:\n      load:\n        config:\n          on_existing: update\n"
+REVERT_CONFIG = "ops:\n  revert:\n    config:\n      force: false\n"
 
 SECOND_FILE = """Company Name,First Name,Last Name,Email,Phone
 Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
@@ -93,9 +100,17 @@ class Shots:
         return path
 
 
-def _launch_from_launchpad(page: Page, base: str, key: str, shots: Shots, name: str) -> str:
+def _launch_from_launchpad(
+    page: Page,
+    base: str,
+    key: str,
+    shots: Shots,
+    name: str,
+    job: str = "import_leads_job",
+    config: str = RUN_CONFIG_YAML,
+) -> str:
     """Choose the partition, type the run config, press Launch Run; returns the new run's id."""
-    page.goto(base + LAUNCHPAD)
+    page.goto(f"{base}/locations/{LOCATION}/jobs/{job}/playground")
     partition = page.get_by_placeholder("Partition")
     # The first page load waits for the code location to load.
     partition.wait_for(timeout=STARTUP_SECONDS * 1000)
@@ -107,8 +122,8 @@ def _launch_from_launchpad(page: Page, base: str, key: str, shots: Shots, name: 
     editor.click()
     page.keyboard.press("Control+a")
     page.keyboard.press("Delete")
-    page.keyboard.insert_text(RUN_CONFIG_YAML)
-    expect(editor).to_contain_text("on_existing: update")
+    page.keyboard.insert_text(config)
+    expect(editor).to_contain_text(config.strip().splitlines()[-1].strip())
     expect(page.get_by_text("No errors", exact=True)).to_be_visible()
     shots.take(page, f"{name}_launchpad")
     page.get_by_role("button", name="Launch Run").click()
@@ -283,6 +298,50 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             shots.take(page, "failed_run")
             assert pipeline.scalar("SELECT count(*) FROM imports WHERE partition_key = 'not_there.csv'") == 0
             assert {r.run_id for r in pipeline.instance.get_runs()} == expected_runs | {third.run_id, missing.run_id}
+
+            # (i) A vendor list lands; the landing sensor's run plans it and waits for approval.
+            (pipeline.home / "mapping_profiles").mkdir()
+            (pipeline.home / "mapping_profiles" / "vendor_lists.toml").write_text(REVIEW_PROFILE)
+            vendor = pipeline.landing / "vendor_ui.csv"
+            vendor.write_text(VENDOR_FILE)
+            vendor_key = partition_key(vendor.name, content_hash(vendor))
+            planned = _finished_run(pipeline.instance, vendor_key)
+            assert planned.status == dg.DagsterRunStatus.SUCCESS and "import_pipeline/awaiting_approval" in planned.tags
+            assert pipeline.scalar("SELECT title FROM leads WHERE email = 'peter.gibbons@initech.example'") is None
+            page.goto(f"{base}/runs/{planned.run_id}")
+            _status(page, "Success")
+            page.get_by_placeholder("Filter…").fill("type:ASSET_OBSERVATION")
+            expect(_metadata_value(page, "awaiting_approval")).to_contain_text("true")
+            expect(_metadata_value(page, "inserted")).to_contain_text("1")
+            shots.take(page, "awaiting_approval")
+
+            # (j) Approved from the Launchpad of approve_import_job, choosing the strategy at that point.
+            approve_run = _launch_from_launchpad(
+                page, base, vendor_key, shots, "approve", "approve_import_job", APPROVE_CONFIG
+            )
+            _status(page, "Success")
+            shots.take(page, "approved")
+            assert (
+                pipeline.instance.get_run_by_id(approve_run).tags["import_pipeline/approved_plan_run"] == planned.run_id
+            )
+            assert (
+                pipeline.scalar("SELECT title FROM leads WHERE email = 'peter.gibbons@initech.example'") == "Engineer"
+            )
+            assert pipeline.scalar("SELECT count(*) FROM leads WHERE email = 'alice@umbrella.example'") == 1
+
+            # (k) Reverted from the Launchpad of revert_import_job: Peter's title is gone again, Alice removed.
+            revert_run = _launch_from_launchpad(
+                page, base, vendor_key, shots, "revert", "revert_import_job", REVERT_CONFIG
+            )
+            _status(page, "Success")
+            page.get_by_placeholder("Filter…").fill("type:ASSET_OBSERVATION")
+            expect(_metadata_value(page, "removed")).to_contain_text("1")
+            expect(_metadata_value(page, "restored")).to_contain_text("1")
+            shots.take(page, "reverted")
+            assert pipeline.instance.get_run_by_id(revert_run).status == dg.DagsterRunStatus.SUCCESS
+            assert pipeline.scalar("SELECT title FROM leads WHERE email = 'peter.gibbons@initech.example'") is None
+            assert pipeline.scalar("SELECT count(*) FROM leads WHERE email = 'alice@umbrella.example'") == 0
+            assert pipeline.scalar("SELECT count(*) FROM leads") == loaded + 3 + 28
         except Exception:
             try:
                 shots.take(page, "failure")
