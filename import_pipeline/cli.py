@@ -214,7 +214,7 @@ def _import(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_summary(result)
-    return 0 if result["status"] in ("success", "skipped", "planned") else 1
+    return 0 if result["status"] in ("success", "skipped", "planned", "awaiting approval") else 1
 
 
 def _print_summary(result: dict) -> None:

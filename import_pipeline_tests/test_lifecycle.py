@@ -123,32 +123,75 @@ def _assert_plan_is_an_observation(pipeline, plan: dict) -> None:
     assert [r.run_id for r in materialized] != [] and plan["run_id"] not in [r.run_id for r in materialized]
 
 
-def test_revert_leaves_leads_changed_since_and_lists_them(pipeline, tmp_path):
+# After each strategy's import, the application changes Ann's and Bob's city and Eve's title; the revert
+# leaves what it must, and the table it leaves, lead by lead (by id), with the conflicts it reports.
+AFTER_CONFLICTS = {
+    "skip": (
+        (1, 0, 1),  # removed, restored, conflicts: Gus removed; Eve (inserted, then changed) kept
+        [
+            ("ann@acme.com", "Acme", "CEO", "Berlin", False),
+            ("bob@beta.com", "Beta", None, "Paris", False),
+            ("dan@delta.com", "Delta", "CTO", "Nice", False),
+            ("eve@echo.com", "Echo", "CEO", "Rome", False),
+        ],
+        [("6", "(lead)", "a new lead", "changed since")],
+    ),
+    "update": (
+        (1, 1, 2),  # Ann's city is not the import's any more: kept whole; Bob's title undone, his city kept
+        [
+            ("ANN@acme.com", "Acme Corp", "CEO", "Berlin", False),
+            ("bob@beta.com", "Beta", None, "Paris", False),
+            ("dan@delta.com", "Delta", "CTO", "Nice", False),
+            ("eve@echo.com", "Echo", "CEO", "Rome", False),
+        ],
+        [("2", "city", "Paris", "Berlin"), ("6", "(lead)", "a new lead", "changed since")],
+    ),
+    "merge": (
+        (1, 1, 2),
+        [
+            ("ann@acme.com", "Acme", "CEO", "Berlin", False),
+            ("bob@beta.com", "Beta", None, "Paris", False),
+            ("dan@delta.com", "Delta", "CTO", "Nice", False),
+            ("eve@echo.com", "Echo", "CEO", "Rome", False),
+        ],
+        [("2", "city", "Paris", "Berlin"), ("6", "(lead)", "a new lead", "changed since")],
+    ),
+    "create": (
+        (1, 0, 3),  # the flagged copies of Ann and Bob were changed too (same email): kept, like Eve
+        [
+            ("ann@acme.com", "Acme", "CEO", "Berlin", False),
+            ("bob@beta.com", "Beta", None, "Paris", False),
+            ("dan@delta.com", "Delta", "CTO", "Nice", False),
+            ("eve@echo.com", "Echo", "CEO", "Rome", False),  # new leads first, in email order, then the copies
+            ("ANN@acme.com", "Acme Corp", None, "Berlin", True),
+            ("bob@beta.com", "Beta", "VP", "Paris", True),
+        ],
+        [
+            ("2", "(lead)", "a new lead", "changed since"),
+            ("3", "(lead)", "a new lead", "changed since"),
+            ("6", "(lead)", "a new lead", "changed since"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("on_existing", list(AFTER_CONFLICTS))
+def test_revert_leaves_leads_changed_since_and_lists_them(pipeline, tmp_path, on_existing):
     _import(tmp_path, "existing.csv", EXISTING)
-    result = _import(tmp_path, "incoming.csv", INCOMING, on_existing="update")
-    # The application changes a field the import updated, and a lead the import inserted.
+    result = _import(tmp_path, "incoming.csv", INCOMING, on_existing=on_existing)
     pipeline.execute("UPDATE leads SET city = 'Berlin' WHERE email_key = 'ann@acme.com'")
-    pipeline.execute("UPDATE leads SET title = 'CEO' WHERE email_key = 'eve@echo.com'")
-    # ...and a field the import did not touch on Bob, whose title the import set.
     pipeline.execute("UPDATE leads SET city = 'Paris' WHERE email_key = 'bob@beta.com'")
+    pipeline.execute("UPDATE leads SET title = 'CEO' WHERE email_key = 'eve@echo.com'")
 
     reverted = revert_partition(result["partition_key"])
 
-    assert (reverted["removed"], reverted["restored"], reverted["conflict"], reverted["untouched"]) == (1, 1, 2, 0)
-    assert _leads(pipeline) == [
-        ("ANN@acme.com", "Acme Corp", "CEO", "Berlin", False),  # left as it is: a conflict
-        ("bob@beta.com", "Beta", None, "Paris", False),  # the import's title undone, the application's city kept
-        ("dan@delta.com", "Delta", "CTO", "Nice", False),
-        ("eve@echo.com", "Echo", "CEO", "Rome", False),  # changed since: kept
-    ]
+    counts, table, conflicts = AFTER_CONFLICTS[on_existing]
+    assert (reverted["removed"], reverted["restored"], reverted["conflict"], reverted["untouched"]) == (*counts, 0)
+    assert _leads(pipeline) == table
     with open(reverted["revert_report"], encoding="utf-8-sig", newline="") as f:
         report = [(r["line"], r["field"], r["written_by_import"], r["current_value"]) for r in csv.DictReader(f)]
-    assert report == [
-        ("2", "city", "Paris", "Berlin"),
-        ("6", "(lead)", "a new lead", "changed since"),
-    ]
-    run = pipeline.instance.get_run_by_id(reverted["run_id"])
-    assert run.tags["import_pipeline/conflict"] == "2"
+    assert report == conflicts
+    assert pipeline.instance.get_run_by_id(reverted["run_id"]).tags["import_pipeline/conflict"] == str(counts[2])
 
 
 def test_revert_with_force_overrides_changes_since(pipeline, tmp_path):
