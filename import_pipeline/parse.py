@@ -8,8 +8,9 @@ import codecs
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -230,16 +231,37 @@ def _refuse_outside(where: str, state: StateFolder, bucket: BucketStore) -> dg.F
     )
 
 
-def _source_path(state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig) -> str:
-    """The file or object a run imports: its config's `source_path`, else the one its partition names."""
+def earlier_source(instance: dg.DagsterInstance, partition: str) -> str:
+    """The `source_path` the newest earlier run of `partition` was given (the bucket sensor's object, the CLI's
+    file), so that a run launched later without one (an approval, an import again) reads the same source."""
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}), limit=50):
+        config: Any = run.run_config
+        ops = (config.get("ops") or {}) if isinstance(config, Mapping) else {}
+        steps = (ops.get("leads") or {}).get("ops") or ops  # the asset's nested form, or an op job's
+        source = ((steps.get("parse") or {}).get("config") or {}).get("source_path")
+        if source:
+            return str(source)
+    return ""
+
+
+def _source_path(
+    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, earlier: str = ""
+) -> str:
+    """The file or object a run imports: its config's `source_path`, else the one its partition names (or, for a
+    landed key whose file is in neither the landing folder nor processed/, the one an earlier run was given)."""
     named = config.source_path or ("" if is_landed_key(partition) else partition)
     if not named:
-        return str(find_landed_file(state.landing_path, partition, state.processed_path))
+        try:
+            return str(find_landed_file(state.landing_path, partition, state.processed_path))
+        except dg.Failure:
+            if not earlier:
+                raise
+            named = earlier
     if named.startswith("s3://"):
         if not bucket.holds(named):
             raise _refuse_outside(named, state, bucket)
         return named
-    if config.source_path:
+    if config.source_path or named == earlier:
         if not state.may_read(Path(named)):
             raise _refuse_outside(named, state, bucket)
         return str(Path(named).resolve())
@@ -247,7 +269,7 @@ def _source_path(state: StateFolder, bucket: BucketStore, partition: str, config
 
 
 def source_file(
-    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path
+    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path, earlier: str = ""
 ) -> tuple[str, Path, str]:
     """The file a partition imports (as named, local path, full content hash); fails if its bytes changed since
     it landed, or if it lies outside the landing folder and the bucket.
@@ -255,7 +277,7 @@ def source_file(
     Objects from a bucket are streamed to the run's work folder first; their ETag guards against change.
     A partition typed in the UI (a file name, not `<name>@<hash>`) imports whatever that file holds now.
     """
-    named = _source_path(state, bucket, partition, config)
+    named = _source_path(state, bucket, partition, config, earlier)
     if named.startswith("s3://"):
         path = bucket.download(named, work_dir, config.max_file_mb * MiB)
         return named.partition("#")[0], path, content_hash(path)
@@ -300,7 +322,8 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     started = time.perf_counter()
     work_dir = dagster_dir(Path(state.home).resolve()) / "storage" / context.run_id / "work"
     # The object's URI, not the temporary local copy, is what history and provenance name.
-    source, path, digest = source_file(state, bucket, context.partition_key, config, work_dir)
+    earlier = "" if config.source_path else earlier_source(context.instance, context.partition_key)
+    source, path, digest = source_file(state, bucket, context.partition_key, config, work_dir, earlier)
     outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
     writer, origins = PartsWriter(outputs / "records"), PartsWriter(outputs / "origins")
     said: list[str] = []

@@ -104,3 +104,29 @@ def test_bucket_import_refuses_an_object_changed_since_listing(pipeline, s3):
     assert summary["status"] == "failed"
     assert "s3://drops/in/handmade.csv#" in summary["error"] and "cannot be read from the bucket" in summary["error"]
     assert "PreconditionFailed" in summary["error"]
+
+
+def test_bucket_object_under_review_is_approved_without_naming_it_again(pipeline, s3):
+    (pipeline.home / "mapping_profiles").mkdir()
+    (pipeline.home / "mapping_profiles" / "vendor.toml").write_text(
+        'name = "vendor"\nfile_pattern = "*vendor*"\nreview = true\n'
+    )
+    s3.client().put_object(Bucket="drops", Key="in/vendor_list.csv", Body=b"Company,Email\nAcme,ann@acme.com\n")
+    # moto's server keeps the objects of the module's earlier tests: this one is picked by its name.
+    (request,) = [
+        r
+        for r in _tick(pipeline, s3, None).run_requests
+        if r.tags["import_pipeline/source_file"].endswith("/vendor_list.csv")
+    ]
+
+    planned = _run_request(pipeline, request)
+    # Approved from the Launchpad, whose config names no source: the run reads the object the sensor named.
+    approved = defs.resolve_job_def("approve_import_job").execute_in_process(
+        instance=pipeline.instance, partition_key=request.partition_key, raise_on_error=False
+    )
+
+    assert planned["status"] == "awaiting approval"
+    summary = import_summary(pipeline.instance, approved.run_id)
+    assert (summary["status"], summary["inserted"]) == ("success", 1), summary["error"]
+    assert summary["source_file"] == "s3://drops/in/vendor_list.csv"
+    assert pipeline.scalar("SELECT email FROM leads") == "ann@acme.com"
