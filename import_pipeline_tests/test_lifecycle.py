@@ -249,12 +249,16 @@ def test_revert_then_import_again_with_other_settings_is_linked(pipeline, tmp_pa
     )
 
 
-def test_revert_cli_reports_counts_and_refuses_an_unknown_partition(pipeline, tmp_path):
+def test_cli_plan_and_revert_report_counts_and_refuse_an_unknown_partition(pipeline, tmp_path):
     _import(tmp_path, "existing.csv", EXISTING)
+    (tmp_path / "incoming.csv").write_text(INCOMING)
+    planned = subprocess.run([*CLI, "import", str(tmp_path / "incoming.csv"), "--plan", "--json"], capture_output=True)
     result = _import(tmp_path, "incoming.csv", INCOMING)
 
     done = subprocess.run([*CLI, "revert", result["partition_key"], "--json"], capture_output=True, text=True)
 
+    assert planned.returncode == 0, planned.stderr
+    assert (json.loads(planned.stdout)["status"], json.loads(planned.stdout)["inserted"]) == ("planned", 2)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["removed"] == 2
     with pytest.raises(ValueError, match=r"no partition 'nothing\.csv@0123456789abcdef'"):
