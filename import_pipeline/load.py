@@ -463,7 +463,7 @@ def load(
     # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
     prefix = f"{OUTCOME_TAG_PREFIX}planned_" if record.get("planned") else OUTCOME_TAG_PREFIX
     tags |= {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
-    if counts.get("replaces_run_id"):
+    if counts.get("replaces_run_id") and not record.get("planned"):
         # Imported again after a revert: the run of the import it replaces.
         tags[REPLACES_RUN_TAG] = record["replaces_run_id"] = counts["replaces_run_id"]
     context.instance.add_run_tags(context.run_id, tags)
