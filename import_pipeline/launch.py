@@ -55,9 +55,8 @@ def run_here(
     step when `parent` is given."""
     job = dg.reconstructable(resolved_job)
     job_def = job.get_definition()
-    if resolved_job is resolved_import_leads_job:
-        run_config = job_run_config(run_config)
-        check_against_job(job_def, run_config)
+    run_config = job_run_config(run_config)
+    check_against_job(job_def, run_config)
     lineage: dict[str, Any] = {}
     if parent is not None:
         step_keys, known_state = KnownExecutionState.build_resume_retry_reexecution(instance, parent)

@@ -8,7 +8,7 @@ import codecs
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,7 @@ def earlier_source(instance: dg.DagsterInstance, partition: str) -> str:
 
 
 def _source_path(
-    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, earlier: str = ""
+    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, earlier: Callable[[], str]
 ) -> str:
     """The file or object a run imports: its config's `source_path`, else the one its partition names (or, for a
     landed key whose file is in neither the landing folder nor processed/, the one an earlier run was given)."""
@@ -254,14 +254,14 @@ def _source_path(
         try:
             return str(find_landed_file(state.landing_path, partition, state.processed_path))
         except dg.Failure:
-            if not earlier:
+            named = earlier()  # looked up only here: the file is usually in the landing folder
+            if not named:
                 raise
-            named = earlier
     if named.startswith("s3://"):
         if not bucket.holds(named):
             raise _refuse_outside(named, state, bucket)
         return named
-    if config.source_path or named == earlier:
+    if config.source_path or is_landed_key(partition):  # a path given in config, now or to an earlier run
         if not state.may_read(Path(named)):
             raise _refuse_outside(named, state, bucket)
         return str(Path(named).resolve())
@@ -269,7 +269,12 @@ def _source_path(
 
 
 def source_file(
-    state: StateFolder, bucket: BucketStore, partition: str, config: ParseConfig, work_dir: Path, earlier: str = ""
+    state: StateFolder,
+    bucket: BucketStore,
+    partition: str,
+    config: ParseConfig,
+    work_dir: Path,
+    earlier: Callable[[], str] = str,
 ) -> tuple[str, Path, str]:
     """The file a partition imports (as named, local path, full content hash); fails if its bytes changed since
     it landed, or if it lies outside the landing folder and the bucket.
@@ -322,8 +327,14 @@ def parse(context: dg.OpExecutionContext, config: ParseConfig, state: StateFolde
     started = time.perf_counter()
     work_dir = dagster_dir(Path(state.home).resolve()) / "storage" / context.run_id / "work"
     # The object's URI, not the temporary local copy, is what history and provenance name.
-    earlier = "" if config.source_path else earlier_source(context.instance, context.partition_key)
-    source, path, digest = source_file(state, bucket, context.partition_key, config, work_dir, earlier)
+    source, path, digest = source_file(
+        state,
+        bucket,
+        context.partition_key,
+        config,
+        work_dir,
+        lambda: earlier_source(context.instance, context.partition_key),
+    )
     outputs = step_output_dir(state.home, context.run_id, str(context.op_handle))
     writer, origins = PartsWriter(outputs / "records"), PartsWriter(outputs / "origins")
     said: list[str] = []

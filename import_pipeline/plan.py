@@ -1,5 +1,6 @@
 """Plan: what a load would change, field by field, written before its transaction is rolled back."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,28 @@ _CHANGES = sql.SQL(
 ).format(old=spreadsheet_safe("c.value->>'old'"), new=spreadsheet_safe("c.value->>'new'"))
 
 
+def report_from_query(
+    cur: psycopg.Cursor, query: sql.Composable, path: Path, columns: Sequence[str], first: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Write every row of `query` (which ends in ORDER BY) to the CSV `path`; return how many, and the first ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        out.write("\ufeff".encode())  # the byte-order mark makes Excel read the file as UTF-8
+        with cur.copy(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)) as copy:
+            for data in copy:
+                out.write(data)
+    total = cur.rowcount  # COPY's own count of the rows it wrote
+    cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(first)))
+    return total, [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def markdown_table(header: str, columns: Sequence[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The lines of a markdown table: `header` (`| a | b |`, numbers right-aligned by `---:`), one line per row."""
+    align = ["---:" if name in ("line", "lead_id") else "---" for name in columns]
+    lines = [header, "| " + " | ".join(align) + " |"]
+    return lines + ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for row in rows]
+
+
 class PlanReport:
     """The plan of one import: every field change in a CSV beside the reject report, the first ones in metadata."""
 
@@ -45,17 +68,7 @@ class PlanReport:
 
     def write(self, cur: psycopg.Cursor) -> None:
         """Write the plan from the load's work tables, inside its transaction (before the rollback)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("wb") as out:
-            out.write("\ufeff".encode())  # the byte-order mark makes Excel read the file as UTF-8
-            with cur.copy(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(_CHANGES)) as copy:
-                for data in copy:
-                    out.write(data)
-        cur.execute(sql.SQL("SELECT count(*) FROM ({}) c").format(_CHANGES))
-        row = cur.fetchone()
-        self.changes = int(row[0]) if row else 0
-        cur.execute(sql.SQL("{} LIMIT {}").format(_CHANGES, sql.Literal(SAMPLE_CHANGES)))
-        self.sample = [dict(zip(PLAN_COLUMNS, values, strict=True)) for values in cur.fetchall()]
+        self.changes, self.sample = report_from_query(cur, _CHANGES, self.path, PLAN_COLUMNS, SAMPLE_CHANGES)
 
     def record(self) -> dict[str, Any]:
         """The plan's part of the import's record (JSON-ready)."""
@@ -69,8 +82,7 @@ def markdown_cell(value: Any) -> str:
 
 def changes_markdown(sample: list[dict[str, Any]], total: int) -> dg.MarkdownMetadataValue:
     """The first planned field changes as a markdown table."""
-    lines = ["| line | lead | action | field | old value | new value |", "| ---: | ---: | --- | --- | --- | --- |"]
-    lines += ["| " + " | ".join(markdown_cell(change[c]) for c in PLAN_COLUMNS) + " |" for change in sample]
+    lines = markdown_table("| line | lead | action | field | old value | new value |", PLAN_COLUMNS, sample)
     if total > len(sample):
         lines.append(f"\n{len(sample)} of {total:,} field changes; every one is in the plan report.")
     elif not sample:

@@ -19,8 +19,15 @@ from pydantic import Field
 from import_pipeline.database import LeadsDatabase, one_value
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.ledger import latest_import
-from import_pipeline.load import LEADS_ASSET, LOCK_TIMEOUT, OUTCOME_TAG_PREFIX, wait_for_other_imports, with_retries
-from import_pipeline.plan import markdown_cell, spreadsheet_safe
+from import_pipeline.load import (
+    LEADS_ASSET,
+    LOCK_TIMEOUT,
+    OUTCOME_TAG_PREFIX,
+    RetriesExhausted,
+    wait_for_other_imports,
+    with_retries,
+)
+from import_pipeline.plan import markdown_table, report_from_query, spreadsheet_safe
 from import_pipeline.schema import CANONICAL_FIELDS, EXTRA, OWNER, PHONE_E164, REVERT_COUNTS, REVERT_OUTCOMES
 from import_pipeline.state import StateFolder
 
@@ -50,7 +57,8 @@ class RevertResult:
     import_id: int
     import_run_id: str
     counts: dict[str, int]
-    conflicts: list[dict[str, Any]]
+    conflicts: list[dict[str, Any]]  # the first of the listed fields
+    listed: int  # the fields the report lists (of conflicts, and of overridden changes with `force`)
     report: str
     already_reverted: bool = False
 
@@ -183,18 +191,6 @@ _CONFLICTS = sql.SQL(
 )
 
 
-def _write_report(cur: psycopg.Cursor, path: Path) -> list[dict[str, Any]]:
-    """Write every conflict to the report (a CSV for spreadsheets); return the first ones."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        out.write("\ufeff".encode())  # the byte-order mark makes Excel read the file as UTF-8
-        with cur.copy(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(_CONFLICTS)) as copy:
-            for data in copy:
-                out.write(data)
-    cur.execute(sql.SQL("{} LIMIT {}").format(_CONFLICTS, sql.Literal(SAMPLE_CONFLICTS)))
-    return [dict(zip(REPORT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-
-
 def revert_import(conn: psycopg.Connection, partition_key: str, run_id: str, force: bool, report: Path) -> RevertResult:
     """Revert the partition's committed import in one transaction; an import reverted already is left as it is."""
     with conn.transaction(), conn.cursor() as cur:
@@ -206,7 +202,7 @@ def revert_import(conn: psycopg.Connection, partition_key: str, run_id: str, for
         if target["reverted_at"] is not None:
             cur.execute("SELECT counts FROM import_reverts WHERE import_id = %s", (target["id"],))
             earlier = cur.fetchone()
-            return RevertResult(target["id"], target["run_id"], earlier[0] if earlier else {}, [], "", True)
+            return RevertResult(target["id"], target["run_id"], earlier[0] if earlier else {}, [], 0, "", True)
         params = {"import_id": target["id"], "xids": target["xids"]}
         cur.execute(_COLLECT, params)
         cur.execute("ANALYZE revert_rows")  # temporary tables are never analyzed automatically
@@ -233,15 +229,17 @@ def revert_import(conn: psycopg.Connection, partition_key: str, run_id: str, for
         cur.execute(_REMOVE)
         cur.execute(_restore(), params)
         cur.execute("SET LOCAL lock_timeout = 0")
-        cur.execute("SELECT outcome, count(*) FROM revert_rows GROUP BY outcome")
-        counts: dict[str, int] = dict.fromkeys(REVERT_OUTCOMES, 0) | dict(cur.fetchall())
-        cur.execute("SELECT count(*) FROM revert_rows WHERE overridden")
-        counts["overridden"] = one_value(cur)
-        cur.execute("SELECT count(*) FROM revert_rows")
-        counts["rows_changed"] = one_value(cur)
+        cur.execute(
+            sql.SQL("SELECT {}, count(*) FILTER (WHERE overridden), count(*) FROM revert_rows").format(
+                sql.SQL(", ").join(
+                    sql.SQL("count(*) FILTER (WHERE outcome = {})").format(sql.Literal(o)) for o in REVERT_OUTCOMES
+                )
+            )
+        )
+        counts: dict[str, int] = dict(zip(REVERT_COUNTS, cur.fetchone() or (), strict=True))
         if sum(counts[o] for o in REVERT_OUTCOMES) != counts["rows_changed"]:
             raise AssertionError(f"revert counts do not add up: {counts}")
-        conflicts = _write_report(cur, report)
+        listed, conflicts = report_from_query(cur, _CONFLICTS, report, REPORT_COLUMNS, SAMPLE_CONFLICTS)
         cur.execute(
             "INSERT INTO import_reverts (import_id, run_id, forced, counts) VALUES (%s, %s, %s, %s) RETURNING id",
             (target["id"], run_id, force, json.dumps(counts)),
@@ -253,17 +251,17 @@ def revert_import(conn: psycopg.Connection, partition_key: str, run_id: str, for
             (revert_id,),
         )
         cur.execute("UPDATE imports SET reverted_at = now() WHERE id = %s", (target["id"],))
-    return RevertResult(target["id"], target["run_id"], counts, conflicts, str(report))
+    return RevertResult(target["id"], target["run_id"], counts, conflicts, listed, str(report))
 
 
 def conflicts_markdown(conflicts: list[dict[str, Any]], total: int) -> dg.MarkdownMetadataValue:
     """The first conflicts as a markdown table: lead, field, the value the import wrote, the value now."""
     if not conflicts:
         return dg.MetadataValue.md("No conflicts: nothing was changed since the import.")
-    lines = ["| line | lead | outcome | field | written by the import | now | why |", "| ---: | ---: |" + " --- |" * 5]
-    lines += ["| " + " | ".join(markdown_cell(c[k]) for k in REPORT_COLUMNS) + " |" for c in conflicts]
+    header = "| line | lead | outcome | field | written by the import | now | why |"
+    lines = markdown_table(header, REPORT_COLUMNS, conflicts)
     if total > len(conflicts):
-        lines.append(f"\nThe first {len(conflicts)} of {total:,} rows; every one is in the revert report.")
+        lines.append(f"\nThe first {len(conflicts)} of {total:,} fields listed; every one is in the revert report.")
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -285,6 +283,12 @@ def revert(context: dg.OpExecutionContext, config: RevertConfig, leads_db: Leads
 
     try:
         result = with_retries(context, leads_db, "revert", attempt)
+    except RetriesExhausted as e:
+        raise dg.Failure(
+            description=f"{key}: the leads database stayed unreachable or busy for {leads_db.retry_seconds:.0f} s "
+            f"({e}); nothing was changed. Re-execute from failure (or `import-pipeline retry RUN_ID`) tries again",
+            allow_retries=False,
+        ) from e
     except NothingToRevert:
         raise dg.Failure(
             description=f"{key}: no committed import of this partition to revert (it was never imported, or its "
@@ -297,7 +301,6 @@ def revert(context: dg.OpExecutionContext, config: RevertConfig, leads_db: Leads
             allow_retries=False,
         ) from e
     counts = result.counts
-    conflicts = counts.get("conflict", 0) + counts.get("overridden", 0)
     if result.already_reverted:
         context.log.info(f"{key}: its import (run {result.import_run_id}) was reverted already; nothing changed")
     else:
@@ -314,7 +317,7 @@ def revert(context: dg.OpExecutionContext, config: RevertConfig, leads_db: Leads
         "force": config.force,
     }
     if not result.already_reverted:
-        metadata["conflicts"] = conflicts_markdown(result.conflicts, conflicts)
+        metadata["conflicts"] = conflicts_markdown(result.conflicts, result.listed)
         metadata["revert_report"] = dg.MetadataValue.path(result.report)
     context.instance.add_run_tags(
         context.run_id,
