@@ -16,13 +16,14 @@ from psycopg import sql
 from pydantic import Field, field_validator
 
 from import_pipeline.parts import Parts
+from import_pipeline.possible_duplicates import DuplicateScoring, PossibleDuplicatesConfig
+from import_pipeline.schema import LIVE
 from import_pipeline.summary import FileSummary
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"
 KEY_COLUMNS = {"email": EMAIL_KEY, "external_id": EXTERNAL_KEY, "phone_company": PHONE_COMPANY_KEY}
 # The fields each key is computed from (schema.KEY_EXPRESSIONS).
 KEY_FIELDS = {"email": ("email",), "external_id": ("external_id",), "phone_company": ("phone", "company_name")}
-LIVE = sql.SQL("deleted_at IS NULL AND duplicate_of IS NULL")
 EVERY_ROW = sql.SQL("TRUE")
 
 
@@ -48,6 +49,10 @@ class DedupeConfig(dg.Config):
         description="Which occurrence of a key within the file is kept; the others are in-file duplicates.",
     )
     source: str = Field(default="default", description="The source that external ids belong to.")
+    possible_duplicates: PossibleDuplicatesConfig = Field(
+        default_factory=PossibleDuplicatesConfig,
+        description="Rows no match key matched, scored against similar leads: flagged, queued for review or new.",
+    )
 
     @field_validator("match_keys")
     @classmethod
@@ -173,8 +178,11 @@ def match_existing(
 
 
 def still_matches(keys: Sequence[str]) -> sql.Composable:
-    """The lead `l` is live and still shares a key with the staged row `s` (it may have changed since matching)."""
-    shared = sql.SQL(" OR ").join(sql.SQL("l.{k} = s.{k}").format(k=sql.Identifier(KEY_COLUMNS[n])) for n in keys)
+    """The lead `l` is live and still shares a key with the staged row `s` (it may have changed since matching),
+    or is the candidate `s` is auto-merged into."""
+    shared = sql.SQL(" OR ").join(
+        [sql.SQL("l.{k} = s.{k}").format(k=sql.Identifier(KEY_COLUMNS[n])) for n in keys] + [sql.SQL("s.fuzzy_match")]
+    )
     return sql.SQL("l.deleted_at IS NULL AND l.duplicate_of IS NULL AND ({})").format(shared)
 
 
@@ -191,7 +199,14 @@ def choose_match_keys(context: dg.OpExecutionContext, config: DedupeConfig, vali
         missing = needed - set(pl.read_parquet_schema(path))
         if missing:
             raise dg.Failure(description=f"{path}: the valid records lack {sorted(missing)}, needed by the match keys")
-    summary = summary.after("dedupe", started, match_keys=tuple(keys), keep=config.keep, source=config.source)
+    summary = summary.after(
+        "dedupe",
+        started,
+        match_keys=tuple(keys),
+        keep=config.keep,
+        source=config.source,
+        scoring=DuplicateScoring.from_config(config.possible_duplicates),
+    )
     context.add_output_metadata(
         {"rows": valid.rows, "match_keys": ", ".join(keys), "keep": config.keep}, output_name="leads"
     )

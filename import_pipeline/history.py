@@ -7,6 +7,7 @@ import dagster as dg
 from import_pipeline.approval import decline_import_job
 from import_pipeline.jobs import approve_import_job, import_leads_job
 from import_pipeline.load import REPLACES_RUN_TAG
+from import_pipeline.possible_duplicates import DUPLICATE_COUNTS
 from import_pipeline.revert import revert_import_job
 from import_pipeline.schema import COUNT_KEYS, REVERT_COUNTS
 
@@ -89,6 +90,7 @@ def import_summary(instance: dg.DagsterInstance, run_id: str) -> dict:
         "partition_key": run.tags.get("dagster/partition"),
         "status": status,
         **{k: metadata.get(k) for k in COUNT_KEYS},
+        **{k: metadata[k] for k in DUPLICATE_COUNTS if k in metadata},
         "duration_s": metadata.get("duration_s"),
         "step_seconds": metadata.get("step_seconds"),
         "load_seconds": metadata.get("load_seconds"),

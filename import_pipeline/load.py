@@ -4,6 +4,7 @@ Its leads are staged (`staging`), matched within the file and to live leads (`de
 outcomes (`strategies`); rejected rows and the outcomes that are not new leads are stored, and the
 import is recorded with its counts (`ledger`)."""
 
+import dataclasses
 import itertools
 import json
 import random
@@ -20,10 +21,24 @@ from pydantic import Field, model_validator
 
 from import_pipeline.config import LOAD_POOL
 from import_pipeline.database import LeadsDatabase, one_value
-from import_pipeline.dedupe import drop_in_file_duplicates, ensure_key_indexes, keys_with_email, match_existing
+from import_pipeline.dedupe import (
+    drop_in_file_duplicates,
+    ensure_key_indexes,
+    keys_with_email,
+    match_existing,
+    move_losers,
+)
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import, record_xids
 from import_pipeline.parts import Parts
 from import_pipeline.plan import PlanReport, changes_markdown, latest_plan, plan_difference
+from import_pipeline.possible_duplicates import (
+    DUPLICATE_COUNTS,
+    DuplicateScoring,
+    ensure_scoring,
+    match_flagged,
+    record_possible_duplicates,
+    score_rows,
+)
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
@@ -134,12 +149,14 @@ def load_import(
     log=None,
     laps: Laps | None = None,
     plan: PlanReport | None = None,
+    scoring: DuplicateScoring | None = None,
 ) -> dict:
     """Load one file in one transaction; returns its counts.
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
     with `already_imported_as` naming the partition that holds these bytes. With `plan`, the very same
-    load is rolled back at the end, after `plan` has written what it would change.
+    load is rolled back at the end, after `plan` has written what it would change. With `scoring`, the
+    rows no key matched are scored as possible duplicates (`possible_duplicates`) and queued.
     """
     lap = laps or Laps()
     keys, keep = summary.match_keys, summary.keep
@@ -158,7 +175,7 @@ def load_import(
         cur.execute("SET LOCAL work_mem = '256MB'")
 
         staging = sql.Identifier(f"staging_{run_id}")
-        create_work_tables(cur, staging, keys_with_email(keys), summary.source)
+        create_work_tables(cur, staging, keys_with_email(keys), summary.source, blocks=scoring is not None)
         staged = (staged_frame(chunk, summary.mapping, config.assign, config.owner_column) for chunk in leads.frames())
         copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
@@ -173,8 +190,15 @@ def load_import(
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
+        auto_merged = scoring is not None and scoring.auto_merge
+        if scoring is not None:
+            score_rows(cur, staging, scoring)
+            if auto_merged and match_flagged(cur, staging):
+                # Two rows merged into one candidate: the first (`keep`) is merged, the other repeats it.
+                move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.SQL("s.match_id"))
+            lap("score possible duplicates")
         inserted_plainly, savepoint_xid = apply_strategy(
-            cur, staging, config, import_id, summary.source_file, keys, keep, lap, log
+            cur, staging, config, import_id, summary.source_file, keys, keep, lap, log, auto_merged
         )
         record_xids(cur, import_id, savepoint_xid)
         # The tables below are the pipeline's own: no application session waits behind the load there.
@@ -218,6 +242,8 @@ def load_import(
         counts = {"rows_read": summary.rows_read, "rows_valid": summary.rows_valid, "rows_rejected": stored_rejects}
         counts |= {OUTCOME_COUNTS[action]: by_action[action] for action in OUTCOMES}
         check_conservation(counts)
+        if scoring is not None:
+            counts |= record_possible_duplicates(cur, staging, import_id)
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
         lap("rejected rows")
         if plan is not None:
@@ -257,6 +283,7 @@ def load_with_retries(
     config: LoadConfig,
     laps: Laps,
     plan: PlanReport | None = None,
+    warnings: list[str] | None = None,
 ) -> dict:
     """`load_import`, started again from scratch after a transient error (the server gone or restarting, a
     deadlock, a lock held too long, lost rows) until `leads_db.retry_seconds` have passed.
@@ -265,18 +292,37 @@ def load_with_retries(
     seen finds the import recorded and changes nothing.
     """
     indexed = False
+    scoring = summary.scoring
+    warnings = [] if warnings is None else warnings
 
     def attempt() -> dict:
-        nonlocal indexed
+        nonlocal indexed, scoring
         if not indexed:
             with leads_db.connect() as conn:
                 conn.autocommit = True
                 for index in ensure_key_indexes(conn, summary.match_keys):
                     context.log.info(f"load: built the index {index} for this import's match keys")
+                if scoring is not None:
+                    off, built = ensure_scoring(conn)
+                    for index in built:
+                        context.log.info(f"load: built the index {index} for possible-duplicate scoring")
+                    if off is not None:
+                        context.log.warning(f"load: {off}")
+                        warnings.append(off)
+                        scoring = None
             indexed = True
         with leads_db.connect() as conn:
             return load_import(
-                conn, leads, rejected, summary, config, context.run_id, log=context.log, laps=laps, plan=plan
+                conn,
+                leads,
+                rejected,
+                summary,
+                config,
+                context.run_id,
+                log=context.log,
+                laps=laps,
+                plan=plan,
+                scoring=scoring,
             )
 
     return with_retries(context, leads_db, "load", attempt)
@@ -326,6 +372,9 @@ def import_record(
         **{k: counts.get(k, 0) for k in COUNT_KEYS},
         "dagster/row_count": sum(counts.get(k, 0) for k in ("inserted", "updated", "merged", "created")),
     }
+    if summary.scoring is not None:
+        # Beside the outcomes, not among them: a flagged or queued row is still inserted (or merged).
+        record |= {k: counts.get(k, 0) for k in DUPLICATE_COUNTS}
     if summary.rejected_sample:
         # Next to the counts: what a user opening the import looks for first.
         record["rejected_rows"] = list(summary.rejected_sample)
@@ -397,6 +446,12 @@ def load(
             f"{config.owner_column!r}, which the file does not have; its headers are {list(summary.mapping)}",
             allow_retries=False,
         )
+    if summary.scoring is not None and summary.scoring.auto_merge and config.on_existing == "create":
+        raise dg.Failure(
+            description=f"{Path(summary.source_file).name}: possible_duplicates.auto_merge merges flagged rows into "
+            "their candidate, and on_existing: create inserts every row anyway; choose one of them",
+            allow_retries=False,
+        )
     laps = Laps(context.log)
     # Approving is running the approval job: its Launchpad config is the user's, whatever they type.
     approved = context.job_name == APPROVE_JOB
@@ -404,7 +459,8 @@ def load(
     planning = config.plan or awaiting
     plan = PlanReport(state.reports_path / f"{summary.partition_key}.plan.csv") if planning else None
     try:
-        counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps, plan)
+        scoring_warnings: list[str] = []
+        counts = load_with_retries(context, leads_db, leads, rejected, summary, config, laps, plan, scoring_warnings)
     except CountsDoNotAddUp as e:
         raise dg.Failure(
             description=f"{summary.source_file}: counts do not add up, nothing was loaded: {e}", allow_retries=False
@@ -439,6 +495,8 @@ def load(
         context.add_output_metadata(as_metadata(record))
         return LoadResult(summary, "skipped", committed, record)
 
+    if scoring_warnings:
+        summary = dataclasses.replace(summary, warnings=(*summary.warnings, *scoring_warnings))
     record = import_record(summary, counts, config, laps.seconds, leads_table_columns(leads_db))
     tags = {}
     if plan is not None and "already_imported_as" not in counts:
@@ -462,7 +520,7 @@ def load(
             record["plan_difference"] = plan_difference(planned[1], counts) or "none: committed as planned"
     # The Runs list shows tags: each import's outcome counts at a glance, without opening the run.
     prefix = f"{OUTCOME_TAG_PREFIX}planned_" if record.get("planned") else OUTCOME_TAG_PREFIX
-    tags |= {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in COUNT_KEYS if counts.get(k)}
+    tags |= {f"{prefix}{k}": f"{counts.get(k, 0):,}" for k in (*COUNT_KEYS, *DUPLICATE_COUNTS) if counts.get(k)}
     if counts.get("replaces_run_id") and not record.get("planned"):
         # Imported again after a revert: the run of the import it replaces.
         tags[REPLACES_RUN_TAG] = record["replaces_run_id"] = counts["replaces_run_id"]

@@ -55,6 +55,9 @@ COUNT_KEYS = (
     "created",
 )
 
+# A lead that matches and can be matched: not soft-deleted, not flagged as another lead's duplicate.
+LIVE = sql.SQL("deleted_at IS NULL AND duplicate_of IS NULL")
+
 # What a revert does with each row its import changed (`revert_history.action`), and its counts:
 # `overridden` are the removed or restored rows changed since the import (reverted with `force`).
 REVERT_OUTCOMES = ("removed", "restored", "conflict", "untouched")
@@ -83,6 +86,13 @@ _EMAIL_KEY_BODY = sql.SQL(
         RETURN NULLIF(lower(key), '');
     END $$"""
 ).format(white_space=sql.Literal(WHITE_SPACE))
+
+# Words of a company's name that say nothing of which company it is (legal forms, articles), as a PostgreSQL
+# regular expression over lead_fuzzy_text: "S.A." is "s a" there.
+LEGAL_FORMS = (
+    r"\m(inc|incorporated|llc|l l c|ltd|limited|corp|corporation|co|company|gmbh|mbh|ag|sa|s a|sas|s a s|sarl|"
+    r"spa|s p a|srl|plc|bv|nv|pty|oy|ab|as|kg|the|and|group)\M"
+)
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 7_246_001
@@ -373,6 +383,73 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
             );
             """
         ),
+    ),
+    (
+        11,
+        "possible duplicates: the review queue, pairs kept separate, first-name forms, fuzzy comparison keys",
+        sql.SQL(
+            """
+            -- Text as fuzzy comparison sees it: lower case, accents dropped (NFKD, then the combining marks),
+            -- punctuation as single spaces. ASCII text skips normalize(), which costs about 1 s per million.
+            CREATE FUNCTION lead_fuzzy_text(t text) RETURNS text
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            RETURN NULLIF(btrim(regexp_replace(
+                CASE WHEN t ~ '[^ -~]' THEN regexp_replace(normalize(lower(t), NFKD), '[\u0300-\u036f]', '', 'g')
+                     ELSE lower(t) END,
+                '[^[:alnum:]]+', ' ', 'g')), '');
+            -- A company's name without legal forms, articles, punctuation or spaces: "ACME Inc." = "Acme
+            -- Incorporated" = "acme". About 5 us a call: for compared pairs only, never for a whole table.
+            CREATE FUNCTION lead_company_key(t text) RETURNS text
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            RETURN NULLIF(replace(regexp_replace(lead_fuzzy_text(t), {legal_forms}, '', 'g'), ' ', ''), '');
+            -- The first word of a company's name (after "the"): what a blocking key may hold of it.
+            CREATE FUNCTION lead_company_word(t text) RETURNS text
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            RETURN NULLIF(split_part(regexp_replace(lead_fuzzy_text(t), '^the ', ''), ' ', 1), '');
+            -- The last nine digits of a phone: the same number written with or without its country code.
+            CREATE FUNCTION lead_phone_digits(phone_e164 text, phone text) RETURNS text
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            RETURN CASE WHEN length(regexp_replace(COALESCE(phone_e164, phone), '[^0-9]', '', 'g')) >= 7
+                THEN right(regexp_replace(COALESCE(phone_e164, phone), '[^0-9]', '', 'g'), 9) END;
+            -- An email's local part without dots and +tags: bob.smith+crm@x = bobsmith@y.
+            CREATE FUNCTION lead_email_local(email_key text) RETURNS text
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            RETURN NULLIF(regexp_replace(split_part(split_part(email_key, '@', 1), '+', 1), '[^[:alnum:]]', '', 'g'), '');
+            -- Each form of a first name, and the formal names it is a form of (bob -> robert; robert -> robert).
+            CREATE TABLE first_name_forms (
+                name text NOT NULL,
+                formal text NOT NULL,
+                PRIMARY KEY (name, formal)
+            );
+            -- The review queue: each imported row that probably repeats a live lead, which the application
+            -- may read too. `lead_id` is the lead the row became (the candidate itself when auto-merged).
+            CREATE TABLE possible_duplicates (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                import_id bigint NOT NULL REFERENCES imports (id),
+                source_row integer NOT NULL,
+                lead_id bigint NOT NULL,
+                candidate_id bigint NOT NULL,
+                score real NOT NULL,
+                band text NOT NULL CHECK (band IN ('flagged', 'review')),
+                reasons jsonb NOT NULL,
+                status text NOT NULL DEFAULT 'open'
+                    CHECK (status IN ('open', 'merged', 'kept_separate', 'reverted')),
+                resolved_at timestamptz,
+                resolved_by_run text,
+                UNIQUE (import_id, source_row)
+            );
+            CREATE INDEX possible_duplicates_open ON possible_duplicates (score DESC) WHERE status = 'open';
+            -- Pairs a user kept separate (lower id first): never proposed again.
+            CREATE TABLE kept_separate (
+                lead_id bigint NOT NULL,
+                other_id bigint NOT NULL,
+                kept_at timestamptz NOT NULL DEFAULT now(),
+                run_id text,
+                PRIMARY KEY (lead_id, other_id),
+                CHECK (lead_id < other_id)
+            );
+            """
+        ).format(legal_forms=sql.Literal(LEGAL_FORMS)),
     ),
 )
 

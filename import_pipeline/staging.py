@@ -8,6 +8,7 @@ import psycopg
 from psycopg import sql
 
 from import_pipeline.dedupe import KEY_COLUMNS
+from import_pipeline.possible_duplicates import staged_block_columns
 from import_pipeline.progress import Progress
 from import_pipeline.schema import (
     CANONICAL_FIELDS,
@@ -86,14 +87,15 @@ def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owne
 
 
 def create_work_tables(
-    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], source: str = "default"
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], source: str = "default", blocks: bool = False
 ) -> None:
     """The staging table for the file's leads, `outcomes` (one row per source row's fate) and `losers`.
 
-    The staging table computes the match keys `keys` with the same expressions as `leads`. Temporary
+    The staging table computes the match keys `keys` (and, with `blocks`, the blocking keys of
+    possible-duplicate scoring) with the same expressions as `leads`. Temporary
     tables are private to this connection and vanish with it, even if the run dies.
     """
-    columns = [
+    columns: list[sql.Composable] = [
         sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_STAGED_TYPES.get(c, "text"))) for c in STAGED_COLUMNS
     ]
     columns.append(sql.SQL("{} text DEFAULT {}").format(sql.Identifier(EXTERNAL_SOURCE), sql.Literal(source)))
@@ -103,10 +105,13 @@ def create_work_tables(
         )
         for k in keys
     ]
+    if blocks:  # possible-duplicate scoring's blocking keys
+        columns += staged_block_columns()
+    # fuzzy_match: `match_id` is the candidate a flagged row is auto-merged into, not a lead sharing its key.
     cur.execute(
-        sql.SQL("CREATE TEMPORARY TABLE {} ({}, match_id bigint) ON COMMIT DROP").format(
-            staging, sql.SQL(", ").join(columns)
-        )
+        sql.SQL(
+            "CREATE TEMPORARY TABLE {} ({}, match_id bigint, fuzzy_match boolean NOT NULL DEFAULT false) ON COMMIT DROP"
+        ).format(staging, sql.SQL(", ").join(columns))
     )
     cur.execute(
         """

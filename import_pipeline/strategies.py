@@ -142,9 +142,11 @@ def _change(
     staging: sql.Identifier,
     keys: Sequence[str],
     scope: sql.Composable = EVERY_ROW,
+    on_existing: str | None = None,
 ) -> tuple[sql.Composed, dict]:
-    """The `update`/`merge` statement: changed leads only, with each changed field's old and new value."""
-    incoming_wins = config.on_existing == "update"
+    """The `update`/`merge` statement (`on_existing`, by default the config's): changed leads only, with each
+    changed field's old and new value."""
+    incoming_wins = (on_existing or config.on_existing) == "update"
     values: dict[str, sql.Composable] = {
         f: sql.SQL("COALESCE(s.{f}, l.{f})" if incoming_wins else "COALESCE(l.{f}, s.{f})").format(f=sql.Identifier(f))
         for f in (*CANONICAL_FIELDS, PHONE_E164)
@@ -197,7 +199,7 @@ def _match_losers_again(
     cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], keep: str, scope: sql.Composable, import_id: int
 ) -> None:
     """Match the rows that lost a race to the lead that won it; a lead another row already has makes them its duplicates."""
-    cur.execute(sql.SQL("UPDATE {} s SET match_id = NULL WHERE {}").format(staging, scope))
+    cur.execute(sql.SQL("UPDATE {} s SET match_id = NULL, fuzzy_match = false WHERE {}").format(staging, scope))
     match_existing(cur, staging, keys, keep, scope=scope)
     cur.execute(
         sql.SQL(
@@ -238,12 +240,14 @@ def apply_strategy(
     keep: str,
     lap: "Laps",
     log=None,
+    auto_merged: bool = False,
 ) -> tuple[int, int | None]:
     """Give every staged row its outcome: a new lead, a change to the lead it matches, or a duplicate of it.
 
     No lock but the rows written: the application may insert, change or delete leads meanwhile. A row
     whose email it took, or whose matched lead it deleted or re-keyed, is matched again in the next
-    round. Returns the leads inserted without an `outcomes` row (see `_insert_all_new`) and the transaction
+    round. With `auto_merged`, flagged possible duplicates (`fuzzy_match`) are merged into their candidate
+    whatever `on_existing`. Returns the leads inserted without an `outcomes` row (see `_insert_all_new`) and the transaction
     id of the savepoint they were inserted in.
     """
     unmatched, matched = sql.SQL("match_id IS NULL"), sql.SQL("match_id IS NOT NULL")
@@ -274,15 +278,23 @@ def apply_strategy(
                 next_round,
             )
         if config.on_existing in ("update", "merge"):
-            statement, params = _change(config, import_id, staging, all_keys, scope)
+            exact = sql.SQL("{} AND NOT s.fuzzy_match").format(scope) if auto_merged else scope
+            statement, params = _change(config, import_id, staging, all_keys, exact)
             cur.execute(statement, params)
             if round_number == 0:
                 lap(f"{config.on_existing} matched leads")
+        if auto_merged:
+            # The merge path of `on_existing: merge`: the candidate's values stay, its empty fields are filled.
+            fuzzy = sql.SQL("{} AND s.fuzzy_match").format(scope)
+            statement, params = _change(config, import_id, staging, all_keys, fuzzy, on_existing="merge")
+            cur.execute(statement, params)
+            if round_number == 0:
+                lap("merge flagged possible duplicates")
         # Matched rows that changed nothing (or strategy `skip`) are duplicates of the lead they match.
         # Under `skip` nothing is written, so a lead the application deletes meanwhile is no race: the
         # same as its deleting the lead just after the import (re-checking each cost 3 s at 1M rows).
         # Under `update`/`merge` a row the UPDATE passed over may have lost its lead: checked again.
-        recheck = config.on_existing in ("update", "merge")
+        recheck = config.on_existing in ("update", "merge") or auto_merged
         cur.execute(
             sql.SQL(
                 """

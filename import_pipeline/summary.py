@@ -4,6 +4,7 @@ import dataclasses
 import time
 from typing import Any
 
+from import_pipeline.possible_duplicates import DuplicateScoring
 from import_pipeline.schema import COUNT_KEYS
 
 
@@ -30,6 +31,7 @@ class FileSummary:
     rejected_sample: tuple[dict[str, str], ...] = ()  # the first rejected lines, as the reject report has them
     reject_report: str = ""  # the CSV of every rejected line; "" when none was rejected
     review: bool = False  # its mapping profile requires approval before anything is committed
+    scoring: DuplicateScoring | None = None  # possible-duplicate scoring, when on
 
     def __post_init__(self) -> None:
         # Lists, when read back from JSON.
@@ -37,6 +39,8 @@ class FileSummary:
         object.__setattr__(self, "origins", tuple(self.origins))
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "rejected_sample", tuple(self.rejected_sample))
+        if isinstance(self.scoring, dict):
+            object.__setattr__(self, "scoring", DuplicateScoring(**self.scoring))
 
     def after(self, step: str, started: float, **changes: Any) -> "FileSummary":
         """This summary with `changes`, and `step`'s seconds since `started` (`time.perf_counter()`)."""

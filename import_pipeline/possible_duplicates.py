@@ -1,0 +1,445 @@
+"""Possible duplicates: rows no exact key matched, scored against live leads and the file's other rows.
+
+A row is compared only with the leads that share one of its blocking keys (`BLOCKS`), each an
+expression index on `leads`, so the work grows with the file, not with the table; a key shared by
+more than `max_block` leads (a very common surname at a very common company) says too little and is
+skipped. Each compared pair gets a verdict per field (`_verdicts`), points per verdict (`WEIGHTS`) and a
+score from 0 to 1; the best candidate of each row above `review_at` goes to `possible_duplicates`:
+`flagged` from `flag_at`, `review` below it. Runs in the load's transaction, on its staging table.
+"""
+
+import dataclasses
+import importlib.resources
+import io
+from typing import Self
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+from pydantic import Field, model_validator
+
+from import_pipeline.schema import LIVE
+
+# What the scoring needs from the server: both ship with PostgreSQL (contrib) and are trusted extensions,
+# which a database owner may create without superuser rights.
+EXTENSIONS = ("pg_trgm", "fuzzystrmatch")
+FLAGGED, REVIEW = "flagged", "review"
+# The import's counts of them (metadata and run tags, beside COUNT_KEYS: they are not outcomes).
+DUPLICATE_COUNTS = ("possible_duplicates", "to_review", "auto_merged")
+# Any constant works; the migration lock's neighbour.
+_SETUP_LOCK = 7_246_003
+# Local parts that name a role, not a person: the same `info@` at two companies says nothing.
+ROLE_LOCAL_PARTS = (
+    "info", "contact", "sales", "admin", "hello", "office", "support", "marketing", "team", "mail", "noreply",
+    "enquiries", "accounts", "billing", "hr", "jobs", "press", "service", "webmaster",
+)  # fmt: skip
+# Addresses anyone can have: the same domain there says nothing of the company.
+FREE_MAIL_DOMAINS = (
+    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.fr", "yahoo.co.uk", "hotmail.com", "hotmail.fr",
+    "outlook.com", "live.com", "msn.com", "icloud.com", "me.com", "aol.com", "protonmail.com", "proton.me",
+    "gmx.de", "gmx.net", "web.de", "orange.fr", "free.fr", "laposte.net", "yandex.ru", "mail.ru", "qq.com",
+    "163.com",
+)  # fmt: skip
+
+# The functions that need the extensions, created with them (schema.py's migration 11 has the rest).
+_FUNCTIONS = sql.SQL(
+    """
+    -- Double metaphone of the name as fuzzy text: Smith = Smyth, Müller = Muller = Mueller.
+    CREATE OR REPLACE FUNCTION lead_name_sound(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN NULLIF(dmetaphone(lead_fuzzy_text(t)), '');
+    CREATE OR REPLACE FUNCTION lead_block_name_company(last_name text, company_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN lead_name_sound(last_name) || '|' || lead_company_word(company_name);
+    CREATE OR REPLACE FUNCTION lead_block_company_first(company_name text, first_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN lead_company_word(company_name) || '|' || lead_name_sound(first_name);
+    -- Of the email itself: a generated column (email_key) cannot feed the staging table's own generated columns.
+    CREATE OR REPLACE FUNCTION lead_block_email_local(email text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN length(lead_email_local(lead_email_key(email))) >= 4
+                 AND lead_email_local(lead_email_key(email)) <> ALL ({roles})
+        THEN lead_email_local(lead_email_key(email)) END;
+    """
+).format(roles=sql.Literal(list(ROLE_LOCAL_PARTS)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A blocking key: rows are compared with the leads that share it."""
+
+    column: str  # the staging table's column
+    function: str  # the SQL function of a lead's own columns
+    arguments: tuple[str, ...]
+
+    @property
+    def index(self) -> str:
+        return f"leads_{self.column}"
+
+    def of(self, table: str) -> sql.Composable:
+        """The key computed from `table`'s columns (for `leads`, the very expression its index holds)."""
+        return sql.SQL("{}({})").format(
+            sql.Identifier(self.function),
+            sql.SQL(", ").join(sql.Identifier(table, a) for a in self.arguments),
+        )
+
+
+# Together they find a person again under another email: by surname and company, by first name and
+# company (a typo that changes the surname's sound), by phone, by the email's local part at another domain.
+BLOCKS = (
+    Block("block_name_company", "lead_block_name_company", ("last_name", "company_name")),
+    Block("block_company_first", "lead_block_company_first", ("company_name", "first_name")),
+    Block("block_phone", "lead_phone_digits", ("phone_e164", "phone")),
+    Block("block_email_local", "lead_block_email_local", ("email",)),
+)
+
+# Points per field verdict; the score is their sum over 100, between 0 and 1. A surname or first name
+# that differs weighs most: colleagues share a company, a domain and a city, relatives a surname too.
+WEIGHTS: dict[str, dict[str, int]] = {
+    "first_name": {"same": 20, "nickname": 16, "typo": 14, "initial": 10, "different": -25},
+    "last_name": {"same": 30, "typo": 22, "sounds alike": 16, "different": -35},
+    "company": {"same": 15, "similar": 8, "different": -5},
+    # A local part made of the person's own name (john.smith) is shared by namesakes; another one is not.
+    "email": {"same local part": 20, "same name-based local part": 6, "same domain": 5},
+    "phone": {"same": 20, "different": -5},
+    "city": {"same": 5, "different": -5},
+}
+
+
+class PossibleDuplicatesConfig(dg.Config):
+    """Scoring of rows no exact key matched, against live leads and the file's other rows."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Score each row no match key matched against similar live leads and the file's other rows "
+        "(name with typos, nicknames, initials and accents; company without legal forms; email; phone; city).",
+    )
+    flag_at: float = Field(
+        default=0.8, ge=0, le=1, description="From this score a row is flagged as a possible duplicate."
+    )
+    review_at: float = Field(
+        default=0.5, ge=0, le=1, description="From this score (below flag_at) a row goes to the review queue."
+    )
+    auto_merge: bool = Field(
+        default=False,
+        description="Merge flagged rows into their candidate (empty fields filled, as on_existing: merge) instead "
+        "of inserting them; each merge is in the import's history and reverted with it.",
+    )
+    max_block: int = Field(
+        default=50,
+        ge=1,
+        description="A blocking key shared by more live leads than this is not used (too common to tell apart).",
+    )
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Self:
+        if self.review_at > self.flag_at:
+            raise ValueError(f"review_at ({self.review_at}) must not be above flag_at ({self.flag_at})")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicateScoring:
+    """The scoring an import applies (`PossibleDuplicatesConfig`, as the steps hand it on)."""
+
+    flag_at: float = 0.8
+    review_at: float = 0.5
+    auto_merge: bool = False
+    max_block: int = 50
+
+    @classmethod
+    def from_config(cls, config: PossibleDuplicatesConfig) -> "DuplicateScoring | None":
+        if not config.enabled:
+            return None
+        return cls(config.flag_at, config.review_at, config.auto_merge, config.max_block)
+
+
+def _fill_first_name_forms(cur: psycopg.Cursor) -> None:
+    """Each name of the `nicknames` package's list with its formal names (every formal name is its own form)."""
+    text = importlib.resources.files("nicknames").joinpath("names.csv").read_text(encoding="utf-8")
+    pairs: set[tuple[str, str]] = set()
+    for line in text.splitlines()[1:]:
+        formal, relationship, name = (part.strip().lower() for part in line.split(","))
+        if relationship == "has_nickname" and formal and name:
+            pairs |= {(formal, formal), (name, formal)}
+    buffer = io.StringIO("".join(f"{name}\t{formal}\n" for name, formal in sorted(pairs)))
+    with cur.copy("COPY first_name_forms (name, formal) FROM STDIN") as copy:
+        copy.write(buffer.getvalue())
+
+
+def ensure_scoring(conn: psycopg.Connection) -> tuple[str | None, list[str]]:
+    """Make the database ready to score (extensions, functions, name forms, blocking indexes): returns why
+    scoring is off on this server (None when it is on) and the indexes built now.
+
+    `conn` is in autocommit: each blocking index is built concurrently, as writes go on (measured: about
+    4 s each at 1M leads, the first time only).
+    """
+    missing = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM unnest(%s::text[]) AS e(name) WHERE name NOT IN (SELECT extname FROM pg_extension)",
+            (list(EXTENSIONS),),
+        )
+    ]
+    try:
+        with conn.transaction():
+            for name in missing:
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+    except psycopg.Error as e:
+        return (
+            f"possible-duplicate scoring is off: this server cannot provide the extension(s) {', '.join(missing)} "
+            f"({type(e).__name__}: {' '.join(str(e).split())}); ask its administrator to install PostgreSQL's "
+            "contrib modules or run CREATE EXTENSION pg_trgm, fuzzystrmatch. Exact matching is unaffected",
+            [],
+        )
+    with conn.transaction():
+        # Serialises concurrent first imports; what they create is the same.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        if conn.execute("SELECT to_regprocedure('lead_block_email_local(text)') IS NULL").fetchone() == (True,):
+            conn.execute(_FUNCTIONS)
+        with conn.cursor() as cur:
+            if conn.execute("SELECT NOT EXISTS (SELECT FROM first_name_forms)").fetchone() == (True,):
+                _fill_first_name_forms(cur)
+    built = []
+    for block in BLOCKS:
+        valid = conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            (block.index,),
+        ).fetchone()
+        if valid and valid[0]:
+            continue
+        if valid:  # an interrupted build leaves an invalid index behind
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(block.index)))
+        conn.execute(
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON leads ({}) WHERE {} IS NOT NULL AND {}").format(
+                sql.Identifier(block.index), block.of("leads"), block.of("leads"), LIVE
+            )
+        )
+        built.append(block.index)
+    return None, built
+
+
+def staged_block_columns() -> list[sql.Composable]:
+    """The staging table's blocking keys, computed from its columns by the same functions as `leads`' indexes."""
+    return [
+        sql.SQL("{} text GENERATED ALWAYS AS ({}({})) STORED").format(
+            sql.Identifier(b.column), sql.Identifier(b.function), sql.SQL(", ").join(map(sql.Identifier, b.arguments))
+        )
+        for b in BLOCKS
+    ]
+
+
+def _weighted(field: str) -> sql.Composable:
+    """The points of `field`'s verdict (0 when it has none: a value is missing)."""
+    cases = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(sql.Literal(v), sql.Literal(p)) for v, p in WEIGHTS[field].items()
+    )
+    return sql.SQL("CASE {} {} ELSE 0 END").format(sql.Identifier(field), cases)
+
+
+_NICKNAMES = sql.SQL(
+    "EXISTS (SELECT FROM first_name_forms x JOIN first_name_forms y USING (formal) WHERE x.name = af AND y.name = bf)"
+)
+
+# Each field's verdict on the pair, from the normalized values `a*` (the row) and `b*` (the candidate).
+_VERDICTS = sql.SQL(
+    """
+    CASE WHEN af IS NULL OR bf IS NULL THEN NULL WHEN af = bf THEN 'same'
+         WHEN (length(af) = 1 AND left(bf, 1) = af) OR (length(bf) = 1 AND left(af, 1) = bf) THEN 'initial'
+         WHEN {nicknames} THEN 'nickname'
+         WHEN least(length(af), length(bf)) >= 4 AND levenshtein(af, bf) <= 1 THEN 'typo'
+         ELSE 'different' END AS first_name,
+    CASE WHEN al IS NULL OR bl IS NULL THEN NULL WHEN al = bl THEN 'same'
+         WHEN levenshtein(al, bl) <= CASE WHEN least(length(al), length(bl)) >= 8 THEN 2 ELSE 1 END THEN 'typo'
+         WHEN lead_name_sound(al) = lead_name_sound(bl) THEN 'sounds alike'
+         ELSE 'different' END AS last_name,
+    CASE WHEN ac IS NULL OR bc IS NULL THEN NULL WHEN ac = bc THEN 'same'
+         WHEN similarity(ac, bc) >= 0.5 THEN 'similar' ELSE 'different' END AS company,
+    CASE WHEN ae IS NOT NULL AND ae = be AND ae <> ALL ({roles})
+              THEN CASE WHEN strpos(ae, replace(COALESCE(al, bl, '-'), ' ', '')) > 0
+                          OR strpos(ae, replace(COALESCE(bl, al, '-'), ' ', '')) > 0
+                        THEN 'same name-based local part' ELSE 'same local part' END
+         WHEN ad = bd AND ad <> ALL ({free}) THEN 'same domain' END AS email,
+    CASE WHEN ap IS NULL OR bp IS NULL THEN NULL WHEN ap = bp THEN 'same' ELSE 'different' END AS phone,
+    CASE WHEN ay IS NULL OR by_ IS NULL THEN NULL WHEN ay = by_ THEN 'same' ELSE 'different' END AS city
+    """
+).format(nicknames=_NICKNAMES, roles=sql.Literal(list(ROLE_LOCAL_PARTS)), free=sql.Literal(list(FREE_MAIL_DOMAINS)))
+
+
+def _normalized(side: str, table: str) -> sql.Composable:
+    """A pair side's values as the verdicts compare them."""
+    t = sql.Identifier(table)
+    return sql.SQL(
+        "lead_fuzzy_text({t}.first_name) AS {p}f, lead_fuzzy_text({t}.last_name) AS {p}l, "
+        "lead_company_key({t}.company_name) AS {p}c, lead_email_local({t}.email_key) AS {p}e, "
+        "split_part({t}.email_key, '@', 2) AS {p}d, lead_phone_digits({t}.phone_e164, {t}.phone) AS {p}p, "
+        "lead_fuzzy_text({t}.city) AS {p}y"
+    ).format(t=t, p=sql.SQL(side))
+
+
+def create_scoring_tables(cur: psycopg.Cursor) -> None:
+    """`candidates` (pairs that share a blocking key) and `scored` (each row's best candidate, if any)."""
+    cur.execute(
+        "CREATE TEMPORARY TABLE candidates (source_row integer NOT NULL, lead_id bigint, candidate_row integer)"
+        " ON COMMIT DROP"
+    )
+    cur.execute(
+        """
+        CREATE TEMPORARY TABLE scored (
+            source_row integer PRIMARY KEY, lead_id bigint, candidate_row integer,
+            score real NOT NULL, band text NOT NULL, reasons jsonb NOT NULL
+        ) ON COMMIT DROP
+        """
+    )
+
+
+def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateScoring) -> int:
+    """Score the staged rows no key matched against live leads and earlier rows; returns the rows scored above
+    `review_at` (in `scored`)."""
+    create_scoring_tables(cur)
+    unmatched = sql.SQL("s.match_id IS NULL")
+    for block in BLOCKS:
+        column = sql.Identifier("s", block.column)
+        # One probe per distinct key decides if it is small enough; then one index scan per small key.
+        cur.execute(
+            sql.SQL(
+                """
+                WITH keys AS (
+                    SELECT DISTINCT {column} AS value FROM {staging} s WHERE {unmatched} AND {column} IS NOT NULL
+                ), small AS (
+                    SELECT k.value FROM keys k
+                    WHERE (SELECT count(*) FROM (
+                        SELECT FROM leads WHERE {expression} = k.value AND {live} LIMIT %(limit)s
+                    ) x) < %(limit)s
+                )
+                INSERT INTO candidates (source_row, lead_id)
+                SELECT s.source_row, leads.id FROM {staging} s
+                JOIN small ON small.value = {column}
+                JOIN leads ON {expression} = small.value AND {live}
+                WHERE {unmatched}
+                """
+            ).format(column=column, staging=staging, unmatched=unmatched, expression=block.of("leads"), live=LIVE),
+            {"limit": scoring.max_block + 1},
+        )
+        # The file's other rows: an earlier row sharing the key is the candidate.
+        cur.execute(
+            sql.SQL(
+                """
+                WITH small AS (
+                    SELECT {column} AS value FROM {staging} s WHERE {unmatched} AND {column} IS NOT NULL
+                    GROUP BY {column} HAVING count(*) BETWEEN 2 AND %(max)s
+                )
+                INSERT INTO candidates (source_row, candidate_row)
+                SELECT s.source_row, e.source_row FROM {staging} s
+                JOIN small ON small.value = {column}
+                JOIN {staging} e ON e.{name} = small.value AND e.source_row < s.source_row AND e.match_id IS NULL
+                WHERE {unmatched}
+                """
+            ).format(column=column, staging=staging, unmatched=unmatched, name=sql.Identifier(block.column)),
+            {"max": scoring.max_block},
+        )
+    cur.execute("ANALYZE candidates")
+    points = sql.SQL(" + ").join(_weighted(f) for f in WEIGHTS)
+    reasons = sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(f), sql.Identifier(f)) for f in WEIGHTS)
+    cur.execute(
+        sql.SQL(
+            """
+            WITH pairs AS (
+                SELECT DISTINCT source_row, lead_id, candidate_row FROM candidates
+            ), sides AS (
+                SELECT p.*, {a}, {b_lead}, {b_row}
+                FROM pairs p
+                JOIN {staging} s ON s.source_row = p.source_row
+                LEFT JOIN leads l ON l.id = p.lead_id
+                LEFT JOIN {staging} e ON e.source_row = p.candidate_row
+            ), normalized AS (
+                SELECT source_row, lead_id, candidate_row, af, al, ac, ae, ad, ap, ay,
+                       COALESCE(lf, ef) AS bf, COALESCE(ll, el) AS bl, COALESCE(lc, ec) AS bc,
+                       COALESCE(le, ee) AS be, COALESCE(ld, ed) AS bd, COALESCE(lp, ep) AS bp,
+                       COALESCE(ly, ey) AS by_
+                FROM sides
+            ), judged AS (
+                SELECT source_row, lead_id, candidate_row, {verdicts} FROM normalized
+            ), weighed AS (
+                SELECT *, greatest(0, least(100, {points})) / 100.0 AS score FROM judged
+            )
+            INSERT INTO scored (source_row, lead_id, candidate_row, score, band, reasons)
+            SELECT DISTINCT ON (source_row) source_row, lead_id, candidate_row, score,
+                   CASE WHEN score >= %(flag_at)s THEN {flagged} ELSE {review} END,
+                   jsonb_strip_nulls(jsonb_build_object({reasons}))
+            FROM weighed WHERE score >= %(review_at)s
+            -- The best candidate; between equals, a live lead before a row of the file, then the oldest.
+            ORDER BY source_row, score DESC, lead_id NULLS LAST, candidate_row
+            """
+        ).format(
+            a=_normalized("a", "s"),
+            b_lead=_normalized("l", "l"),
+            b_row=_normalized("e", "e"),
+            staging=staging,
+            verdicts=_VERDICTS,
+            points=points,
+            flagged=sql.Literal(FLAGGED),
+            review=sql.Literal(REVIEW),
+            reasons=reasons,
+        ),
+        {"flag_at": scoring.flag_at, "review_at": scoring.review_at},
+    )
+    return cur.rowcount
+
+
+def match_flagged(cur: psycopg.Cursor, staging: sql.Identifier) -> int:
+    """Auto-merge: point each flagged row at its candidate lead, to be merged into it; returns how many."""
+    cur.execute(
+        sql.SQL(
+            """
+            UPDATE {staging} s SET match_id = f.lead_id, fuzzy_match = true FROM scored f
+            WHERE f.source_row = s.source_row AND f.band = {flagged} AND f.lead_id IS NOT NULL
+            """
+        ).format(staging=staging, flagged=sql.Literal(FLAGGED))
+    )
+    return cur.rowcount
+
+
+def record_possible_duplicates(cur: psycopg.Cursor, staging: sql.Identifier, import_id: int) -> dict[str, int]:
+    """Queue each scored row that became a lead (or was merged into its candidate) with the lead it repeats;
+    returns the `DUPLICATE_COUNTS`."""
+    cur.execute(
+        sql.SQL(
+            """
+            WITH fate AS (
+                SELECT f.*, o.action, COALESCE(s.fuzzy_match, false) AS merged,
+                       COALESCE(o.lead_id, l.id) AS became,
+                       COALESCE(
+                           f.lead_id,
+                           (SELECT c.lead_id FROM outcomes c WHERE c.source_row = f.candidate_row),
+                           (SELECT c.id FROM leads c WHERE c.created_by_import = %(import_id)s
+                                AND c.source_row = f.candidate_row)
+                       ) AS candidate
+                FROM scored f
+                LEFT JOIN {staging} s ON s.source_row = f.source_row
+                LEFT JOIN outcomes o ON o.source_row = f.source_row
+                LEFT JOIN leads l ON o.source_row IS NULL AND l.created_by_import = %(import_id)s
+                    AND l.source_row = f.source_row
+            ), queued AS (
+                INSERT INTO possible_duplicates
+                    (import_id, source_row, lead_id, candidate_id, score, band, reasons, status)
+                SELECT %(import_id)s, source_row, became, candidate, score, band, reasons,
+                       CASE WHEN merged THEN 'merged' ELSE 'open' END
+                FROM fate
+                -- A new lead, or one merged into its candidate; not a row that became an in-file duplicate or
+                -- found its lead by a key after all (the application inserted it meanwhile).
+                WHERE became IS NOT NULL AND candidate IS NOT NULL AND (merged OR became <> candidate)
+                  AND (action IS NULL OR action IN ('inserted', 'created') OR (merged AND action IN ('merged', 'skipped')))
+                RETURNING band, status
+            )
+            SELECT count(*) FILTER (WHERE band = {flagged} AND status = 'open'),
+                   count(*) FILTER (WHERE band = {review}),
+                   count(*) FILTER (WHERE status = 'merged')
+            FROM queued
+            """
+        ).format(staging=staging, flagged=sql.Literal(FLAGGED), review=sql.Literal(REVIEW)),
+        {"import_id": import_id},
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return dict(zip(DUPLICATE_COUNTS, row, strict=True))

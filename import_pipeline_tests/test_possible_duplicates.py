@@ -1,0 +1,82 @@
+"""Possible-duplicate scoring at import time, on real PostgreSQL with pg_trgm and fuzzystrmatch."""
+
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from import_pipeline.launch import import_file
+from import_pipeline.possible_duplicates import PossibleDuplicatesConfig, ensure_scoring
+
+EXISTING = (
+    "Company,First Name,Last Name,Email,Phone,City\n"
+    "ACME Inc.,Robert,Smith,robert.smith@acme.com,+1 415 555 0100,Boston\n"  # 2
+    "Globex,Maria,Garcia,mgarcia@globex.com,,Austin\n"  # 3
+    "Initech,Peter,Gibbons,peter@initech.com,+1 212 555 0199,Dallas\n"  # 4
+)
+INCOMING = (
+    "Company,First Name,Last Name,Email,Phone,City\n"
+    "Acme Incorporated,Bob,Smith,bob.smith@gmail.com,(415) 555-0100,Boston\n"  # 2 flagged: Robert Smith
+    "Globex Corporation,María,Garcia,maria.g@yahoo.com,,Austin\n"  # 3 review: Maria Garcia
+    "Initech,Joanna,Gibbons,joanna@initech.com,,Dallas\n"  # 4 new: a colleague with the same surname
+    "Umbrella,Alice,Cooper,alice@umbrella.com,,Paris\n"  # 5 new
+    "Umbrella Ltd,Alice,Cooper,alice.cooper@gmail.com,,Paris\n"  # 6 in-file: probably line 5
+)
+
+
+def _import(tmp_path, name: str, text: str, scoring: dict) -> dict:
+    path = tmp_path / name
+    path.write_text(text)
+    result = import_file(path, {"ops": {"dedupe": {"config": {"possible_duplicates": scoring}}}})
+    assert result["status"] == "success", result["error"]
+    return result
+
+
+def test_possible_duplicates_flagged_queued_and_new(pipeline, tmp_path):
+    """Each scored row is still inserted; the queue names its candidate, band, score and reasons."""
+    _import(tmp_path, "existing.csv", EXISTING, {"enabled": False})
+    result = _import(tmp_path, "incoming.csv", INCOMING, {"enabled": True})
+    counts = result
+    assert (counts["inserted"], counts["rows_read"]) == (5, 5)
+    queue = pipeline.query(
+        "SELECT d.source_row, d.band, d.status, c.email, d.reasons FROM possible_duplicates d "
+        "JOIN leads c ON c.id = d.candidate_id ORDER BY d.source_row"
+    )
+    by_row = {row[0]: row[1:] for row in queue}
+    assert by_row[2][:3] == ("flagged", "open", "robert.smith@acme.com")
+    assert by_row[2][3]["first_name"] == "nickname" and by_row[2][3]["phone"] == "same"
+    assert by_row[3][3]["first_name"] == "same" and by_row[3][3]["company"] == "same"
+    assert by_row[6][2] == "alice@umbrella.com"
+    assert 4 not in by_row and 5 not in by_row
+    assert pipeline.query("SELECT count(*) FROM leads")[0][0] == 8
+
+
+def test_possible_duplicates_auto_merge_fills_the_candidate(pipeline, tmp_path):
+    """auto_merge: a flagged row is merged into its candidate (empty fields filled), not inserted."""
+    _import(tmp_path, "existing.csv", EXISTING.replace(",Boston", ","), {"enabled": False})
+    result = _import(tmp_path, "incoming.csv", INCOMING, {"enabled": True, "auto_merge": True})
+    counts = result
+    assert counts["merged"] == 1 and counts["inserted"] == 4 and counts["auto_merged"] == 1
+    city = pipeline.query("SELECT city FROM leads WHERE email = 'robert.smith@acme.com'")[0][0]
+    assert city == "Boston"
+    assert pipeline.query("SELECT count(*) FROM leads WHERE email = 'bob.smith@gmail.com'")[0][0] == 0
+
+
+def test_possible_duplicates_config_bands_in_order():
+    """review_at above flag_at is refused before anything runs, naming both."""
+    with pytest.raises(ValueError, match=r"review_at \(0.9\) must not be above flag_at \(0.7\)"):
+        PossibleDuplicatesConfig(enabled=True, flag_at=0.7, review_at=0.9)
+
+
+def test_possible_duplicates_off_without_extensions(pipeline):
+    """A role that may not create the extensions gets scoring off with a plain reason, not a failed import."""
+    role = f"no_ext_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pipeline.leads_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(conn.info.dbname)))
+    url = pipeline.leads_url.replace("postgres:@", f"{role}:@", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        off, built = ensure_scoring(conn)
+    assert off is not None and built == []
+    assert "possible-duplicate scoring is off" in off and "pg_trgm, fuzzystrmatch" in off
