@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from import_pipeline.parts import Parts
 from import_pipeline.possible_duplicates import DuplicateScoring, PossibleDuplicatesConfig
-from import_pipeline.schema import LIVE
+from import_pipeline.schema import LIVE, build_index_concurrently
 from import_pipeline.summary import FileSummary
 
 EMAIL_KEY, EXTERNAL_KEY, PHONE_COMPANY_KEY = "email_key", "external_key", "phone_company_key"
@@ -77,20 +77,8 @@ def ensure_key_indexes(conn: psycopg.Connection, keys: Sequence[str]) -> list[st
         if name == "email":
             continue
         column = KEY_COLUMNS[name]
-        index = f"leads_{column}_live"
-        valid = conn.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (index,)
-        ).fetchone()
-        if valid and valid[0]:
-            continue
-        if valid:  # a build that was interrupted leaves an invalid index behind
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index)))
-        conn.execute(
-            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON leads ({}) WHERE {} IS NOT NULL AND {}").format(
-                sql.Identifier(index), sql.Identifier(column), sql.Identifier(column), LIVE
-            )
-        )
-        built.append(index)
+        if build_index_concurrently(conn, f"leads_{column}_live", sql.Identifier(column)):
+            built.append(f"leads_{column}_live")
     return built
 
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from import_pipeline.schema import LIVE
+from import_pipeline.schema import LIVE, build_index_concurrently
 
 # What the scoring needs from the server: both ship with PostgreSQL (contrib) and are trusted extensions,
 # which a database owner may create without superuser rights.
@@ -200,22 +200,8 @@ def ensure_scoring(conn: psycopg.Connection) -> tuple[str | None, list[str]]:
         with conn.cursor() as cur:
             if conn.execute("SELECT NOT EXISTS (SELECT FROM first_name_forms)").fetchone() == (True,):
                 _fill_first_name_forms(cur)
-    built = []
-    for block in BLOCKS:
-        valid = conn.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
-            (block.index,),
-        ).fetchone()
-        if valid and valid[0]:
-            continue
-        if valid:  # an interrupted build leaves an invalid index behind
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(block.index)))
-        conn.execute(
-            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON leads ({}) WHERE {} IS NOT NULL AND {}").format(
-                sql.Identifier(block.index), block.of("leads"), block.of("leads"), LIVE
-            )
-        )
-        built.append(block.index)
+    # The functions are inlined in the index expressions: the blocking queries below must use them alike.
+    built = [b.index for b in BLOCKS if build_index_concurrently(conn, b.index, b.of("leads"))]
     return None, built
 
 

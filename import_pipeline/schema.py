@@ -454,6 +454,24 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
 )
 
 
+def build_index_concurrently(conn: psycopg.Connection, index: str, expression: sql.Composable) -> bool:
+    """Build the partial index `index` on live leads' `expression` unless it is there and valid, concurrently
+    (writes go on; `conn` in autocommit); returns whether it was built now."""
+    valid = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (index,)
+    ).fetchone()
+    if valid and valid[0]:
+        return False
+    if valid:  # a build that was interrupted leaves an invalid index behind
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index)))
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON leads ({}) WHERE {} IS NOT NULL AND {}").format(
+            sql.Identifier(index), expression, expression, LIVE
+        )
+    )
+    return True
+
+
 def migrate(conn: psycopg.Connection) -> list[int]:
     """Apply the migrations this database lacks, in order; return the versions applied."""
     applied_now = []
