@@ -154,7 +154,11 @@ def _materialize_by_name(page: Page, base: str, name: str, shots: Shots, shot: s
     page.goto(f"{base}/assets/leads")
     page.get_by_text("Materialize", exact=False).first.click()
     page.get_by_text("Add a partition").click()
-    page.keyboard.insert_text(name)
+    # Typed into the dialog's own input, not the keyboard: CI once typed before the input had mounted, and
+    # the dialog saves an empty name without complaint (Save is enabled while the name is empty).
+    partition_input = page.get_by_placeholder("name", exact=True)
+    partition_input.fill(name)
+    expect(partition_input).to_have_value(name)
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("button", name="Launch 1 run")).to_be_enabled()
     shots.take(page, shot)
