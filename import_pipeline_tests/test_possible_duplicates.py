@@ -18,7 +18,7 @@ EXISTING = (
 INCOMING = (
     "Company,First Name,Last Name,Email,Phone,City\n"
     "Acme Incorporated,Bob,Smith,bob.smith@gmail.com,(415) 555-0100,Boston\n"  # 2 flagged: Robert Smith
-    "Globex Corporation,María,Garcia,maria.g@yahoo.com,,Austin\n"  # 3 review: Maria Garcia
+    "Globex Corporation,María,Garcia,maria.g@yahoo.com,,Houston\n"  # 3 review: Maria Garcia, who moved
     "Initech,Joanna,Gibbons,joanna@initech.com,,Dallas\n"  # 4 new: a colleague with the same surname
     "Umbrella,Alice,Cooper,alice@umbrella.com,,Paris\n"  # 5 new
     "Umbrella Ltd,Alice,Cooper,alice.cooper@gmail.com,,Paris\n"  # 6 in-file: probably line 5
@@ -46,7 +46,7 @@ def test_possible_duplicates_flagged_queued_and_new(pipeline, tmp_path):
     by_row = {row[0]: row[1:] for row in queue}
     assert by_row[2][:3] == ("flagged", "open", "robert.smith@acme.com")
     assert by_row[2][3]["first_name"] == "nickname" and by_row[2][3]["phone"] == "same"
-    assert by_row[3][3]["first_name"] == "same" and by_row[3][3]["company"] == "same"
+    assert by_row[3][0] == "review" and by_row[3][3]["first_name"] == "same" and by_row[3][3]["company"] == "same"
     assert by_row[6][2] == "alice@umbrella.com"
     assert 4 not in by_row and 5 not in by_row
     assert pipeline.query("SELECT count(*) FROM leads")[0][0] == 8
@@ -57,7 +57,7 @@ def test_possible_duplicates_auto_merge_fills_the_candidate(pipeline, tmp_path):
     _import(tmp_path, "existing.csv", EXISTING.replace(",Boston", ","), {"enabled": False})
     result = _import(tmp_path, "incoming.csv", INCOMING, {"enabled": True, "auto_merge": True})
     counts = result
-    assert counts["merged"] == 1 and counts["inserted"] == 4 and counts["auto_merged"] == 1
+    assert counts["merged"] == 1 and counts["inserted"] == 4 and counts["auto_merged"] == 1, counts
     city = pipeline.query("SELECT city FROM leads WHERE email = 'robert.smith@acme.com'")[0][0]
     assert city == "Boston"
     assert pipeline.query("SELECT count(*) FROM leads WHERE email = 'bob.smith@gmail.com'")[0][0] == 0
