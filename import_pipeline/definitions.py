@@ -25,6 +25,7 @@ from import_pipeline.database import LeadsDatabase
 from import_pipeline.jobs import approve_import_job, import_leads_job, leads
 from import_pipeline.notify import Notifier
 from import_pipeline.parts import ParquetIOManager
+from import_pipeline.resolve_duplicates import possible_duplicates, resolve_duplicates_job
 from import_pipeline.revert import revert_import_job
 from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
 from import_pipeline.state import StateFolder
@@ -33,8 +34,15 @@ defs = dg.Definitions(
     # Every job in-process, the one the catalog's Materialize launches (`__ASSET_JOB`) too: the multiprocess
     # executor spends about 2.5 s starting each step on two cores.
     executor=dg.in_process_executor,
-    assets=[leads],
-    jobs=[import_leads_job, approve_import_job, decline_import_job, revert_import_job, cleanup_job],
+    assets=[leads, possible_duplicates],
+    jobs=[
+        import_leads_job,
+        approve_import_job,
+        decline_import_job,
+        revert_import_job,
+        resolve_duplicates_job,
+        cleanup_job,
+    ],
     schedules=[cleanup_schedule],
     sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
     resources={

@@ -242,10 +242,11 @@ def load_import(
         counts = {"rows_read": summary.rows_read, "rows_valid": summary.rows_valid, "rows_rejected": stored_rejects}
         counts |= {OUTCOME_COUNTS[action]: by_action[action] for action in OUTCOMES}
         check_conservation(counts)
+        lap("rejected rows")
         if scoring is not None:
             counts |= record_possible_duplicates(cur, staging, import_id)
+            lap("queue possible duplicates")
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
-        lap("rejected rows")
         if plan is not None:
             plan.write(cur)
             lap("plan report")

@@ -28,7 +28,15 @@ from import_pipeline.load import (
     with_retries,
 )
 from import_pipeline.plan import markdown_table, report_from_query, spreadsheet_safe
-from import_pipeline.schema import CANONICAL_FIELDS, EXTRA, OWNER, PHONE_E164, REVERT_COUNTS, REVERT_OUTCOMES
+from import_pipeline.schema import (
+    CANONICAL_FIELDS,
+    DUPLICATE_OF,
+    EXTRA,
+    OWNER,
+    PHONE_E164,
+    REVERT_COUNTS,
+    REVERT_OUTCOMES,
+)
 from import_pipeline.state import StateFolder
 
 CHANGED_ACTIONS = ("inserted", "created", "updated", "merged")
@@ -81,6 +89,15 @@ _BLOCKED = (
     FROM leads d
     WHERE r.outcome IS NULL AND r.action IN ('inserted', 'created') AND d.duplicate_of = r.lead_id
       AND NOT EXISTS (SELECT FROM revert_rows o WHERE o.lead_id = d.id AND o.action IN ('inserted', 'created'))
+    """,
+    # A lead a resolution retired as a duplicate: live again, its email would be shared with another live lead.
+    """
+    UPDATE revert_rows r SET outcome = 'conflict', detail = jsonb_build_object('duplicate_of', jsonb_build_object(
+        'written', r.changes->'duplicate_of'->'new', 'current', to_jsonb(l.duplicate_of),
+        'why', 'lead ' || o.id || ' has its email ' || l.email || ' now'))
+    FROM leads l, leads o
+    WHERE r.outcome IS NULL AND r.changes ? 'duplicate_of' AND l.id = r.lead_id
+      AND o.email_key = l.email_key AND o.id <> l.id AND o.deleted_at IS NULL AND o.duplicate_of IS NULL
     """,
     # Its old email belongs to another live lead now: two live leads cannot share an email.
     """
@@ -148,6 +165,24 @@ _REMOVE = """
 """
 
 
+# The possible-duplicates queue follows: an import's pairs (open, or merged by its auto-merge and restored) are
+# `reverted`; a resolution's pairs are open again, but for a pair whose lead stays as the resolution left it.
+_QUEUE_AFTER_REVERT = """
+    WITH imported AS (
+        UPDATE possible_duplicates p SET status = 'reverted', resolved_at = now(), resolved_by_run = %(revert_run)s
+        WHERE p.import_id = %(import_id)s
+          AND (p.status = 'open' OR (p.status = 'merged' AND p.resolved_by_run IS NULL AND NOT EXISTS (
+              SELECT FROM revert_rows r WHERE r.outcome = 'conflict' AND r.lead_id = p.candidate_id)))
+    ), reopened AS (
+        UPDATE possible_duplicates p SET status = 'open', resolved_at = NULL, resolved_by_run = NULL
+        WHERE p.resolved_by_run = %(run_id)s AND p.status IN ('merged', 'kept_separate')
+          AND NOT EXISTS (SELECT FROM revert_rows r
+                          WHERE r.outcome = 'conflict' AND r.lead_id IN (p.lead_id, p.candidate_id))
+    )
+    DELETE FROM kept_separate WHERE run_id = %(run_id)s
+"""
+
+
 def _restore() -> sql.Composed:
     """Every field the import changed gets its old value back; the others keep theirs (the application's too)."""
     text_fields = (*CANONICAL_FIELDS, PHONE_E164, OWNER)
@@ -161,6 +196,12 @@ def _restore() -> sql.Composed:
         sql.SQL(
             "{f} = CASE WHEN r.changes ? {name} THEN NULLIF(r.changes->{name}->'old', 'null') ELSE l.{f} END"
         ).format(f=sql.Identifier(EXTRA), name=sql.Literal(EXTRA))
+    )
+    # A resolution's merge retired a lead as a duplicate of its candidate (resolve_duplicates.py).
+    assignments.append(
+        sql.SQL("{f} = CASE WHEN r.changes ? {name} THEN (r.changes->{name}->>'old')::bigint ELSE l.{f} END").format(
+            f=sql.Identifier(DUPLICATE_OF), name=sql.Literal(DUPLICATE_OF)
+        )
     )
     return sql.SQL(
         """
@@ -229,6 +270,7 @@ def revert_import(conn: psycopg.Connection, partition_key: str, run_id: str, for
         cur.execute(_REMOVE)
         cur.execute(_restore(), params)
         cur.execute("SET LOCAL lock_timeout = 0")
+        cur.execute(_QUEUE_AFTER_REVERT, {**params, "run_id": target["run_id"], "revert_run": run_id})
         cur.execute(
             sql.SQL("SELECT {}, count(*) FILTER (WHERE overridden), count(*) FROM revert_rows").format(
                 sql.SQL(", ").join(

@@ -31,6 +31,7 @@ REPORT_LINE, REPORT_PROBLEMS, REPORT_IMPORT = "Rejected line", "Why rejected", "
 REPORT_COLUMNS = (REPORT_LINE, REPORT_PROBLEMS, REPORT_IMPORT)
 ORIGIN_IMPORT, ORIGIN_ROW = "origin_import", "origin_row"  # a resubmitted record's import (partition) and line
 PHONE_E164, EXTRA, OWNER, EXTERNAL_SOURCE = "phone_e164", "extra", "owner", "external_source"
+DUPLICATE_OF = "duplicate_of"  # a lead that is not live: it repeats this lead
 
 # A valid row's outcome (`lead_history.action`) and the import count it adds to.
 OUTCOME_COUNTS = {

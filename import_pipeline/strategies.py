@@ -136,6 +136,17 @@ def _insert_all_new(
     return count, one_value(cur)
 
 
+def field_changes(names: Sequence[str]) -> sql.Composed:
+    """`jsonb_build_object` arguments: each field of `names` whose value differs between the lead's old row `o` and
+    its updated row `u`, as {old, new} (NULL for the others: dropped by the caller)."""
+    return sql.SQL(", ").join(
+        sql.SQL(
+            "{name}, CASE WHEN o.{f} IS DISTINCT FROM u.{f} THEN jsonb_build_object('old', o.{f}, 'new', u.{f}) END"
+        ).format(name=sql.Literal(f), f=sql.Identifier(f))
+        for f in names
+    )
+
+
 def _change(
     config: "LoadConfig",
     import_id: int,
@@ -159,12 +170,7 @@ def _change(
     if config.reassign_existing:
         values[OWNER] = sql.SQL("COALESCE(s.owner, l.owner)")
     names = list(values)
-    changes = sql.SQL(", ").join(
-        sql.SQL(
-            "{name}, CASE WHEN o.{f} IS DISTINCT FROM u.{f} THEN jsonb_build_object('old', o.{f}, 'new', u.{f}) END"
-        ).format(name=sql.Literal(f), f=sql.Identifier(f))
-        for f in names
-    )
+    changes = field_changes(names)
     # The match keys are generated columns: they follow the fields. `still_matches` is checked again
     # on the row's newest version when the application changed it since matching.
     return sql.SQL(

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -36,21 +37,37 @@ BLOCKED_AT = {
     "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"'),
     # A revert, after it removed and restored leads, before the transaction ends.
     "revert": ("revert_history", "INSERT INTO revert_history"),
+    # A resolution of possible duplicates, after its ledger row, at its first lead's history.
+    "resolve": ("lead_history", "INSERT INTO lead_history"),
 }
+# resolve_duplicates_job in a process of its own (it has no CLI command: the Launchpad launches it).
+RESOLVE = (
+    "import sys, dagster as dg; from import_pipeline.definitions import defs; "
+    "job = defs.resolve_job_def('resolve_duplicates_job'); "
+    "config = {'ops': {'possible_duplicates': {'config': {'action': 'merge', 'min_score': 0.5}}}}; "
+    "sys.exit(0 if job.execute_in_process(instance=dg.DagsterInstance.get(), run_config=config).success else 1)"
+)
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
 
+def _python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
 @contextmanager
-def _import_blocked_at(url: str, step: str, path, env: dict | None = None, command: tuple = ()) -> subprocess.Popen:
-    """An `import-pipeline import` (or `command`) process held inside the given statement by a lock this test owns."""
+def _import_blocked_at(
+    url: str, step: str, path, env: dict | None = None, command: tuple = (), code: str = ""
+) -> subprocess.Popen:
+    """An `import-pipeline import` (or `command`, or Python `code`) process held inside the given statement by a
+    lock this test owns."""
     table, statement = BLOCKED_AT[step]
     # Activity is read on its own connection: a transaction sees one frozen statistics snapshot.
     with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watcher:
         holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-        process = _cli(*(command or ("import", str(path), "--json")), env=env)
+        process = _python(code) if code else _cli(*(command or ("import", str(path), "--json")), env=env)
         deadline = time.monotonic() + 120
         while not watcher.execute(
             "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s", (f"%{statement}%",)
@@ -121,6 +138,37 @@ def test_faults_sigkill_mid_revert_changes_nothing_then_retry_reverts(pipeline, 
     assert (result["status"], result["removed"], result["conflict"]) == ("reverted", FILLER + 5, 0), result["error"]
     assert pipeline.scalar("SELECT count(*) FROM leads") == 0
     assert pipeline.scalar("SELECT count(*) FROM import_reverts") == 1
+
+
+def test_faults_sigkill_mid_resolution_changes_nothing_then_it_runs_again(pipeline, tmp_path):
+    """A resolution killed inside its transaction leaves leads, queue and ledger as they were; run again, it merges."""
+    existing, incoming = tmp_path / "existing.csv", tmp_path / "incoming.csv"
+    existing.write_text(
+        "Company,First Name,Last Name,Email,Phone\nACME Inc.,Robert,Smith,rs@acme.com,+1 415 555 0100\n"
+    )
+    incoming.write_text(
+        "Company,First Name,Last Name,Email,Phone,City\nAcme,Bob,Smith,bob@gmail.com,4155550100,Boston\n"
+    )
+    assert import_file(existing)["status"] == "success"
+    scoring = {"ops": {"dedupe": {"config": {"possible_duplicates": {"enabled": True}}}}}
+    assert import_file(incoming, scoring)["possible_duplicates"] == 1
+    before = tables(pipeline)["leads"]
+
+    with _import_blocked_at(pipeline.leads_url, "resolve", incoming, code=RESOLVE) as process:
+        process.kill()
+        process.wait()
+
+    assert tables(pipeline)["leads"] == before, "the killed resolution changed no lead"
+    assert pipeline.query("SELECT status FROM possible_duplicates") == [("open",)]
+    assert pipeline.scalar("SELECT count(*) FROM imports WHERE source_file = 'possible_duplicates'") == 0
+    rerun = _python(RESOLVE)
+    assert rerun.wait(timeout=300) == 0
+    assert pipeline.query("SELECT status FROM possible_duplicates") == [("merged",)]
+    assert pipeline.query("SELECT city, duplicate_of IS NULL FROM leads ORDER BY id") == [
+        ("Boston", True),
+        ("Boston", False),
+    ]
+    assert pipeline.scalar("SELECT count(*) FROM imports WHERE source_file = 'possible_duplicates'") == 1
 
 
 def test_faults_retry_killed_then_retried_again_equals_clean_run(make_pipeline, tmp_path):
