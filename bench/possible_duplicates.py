@@ -127,7 +127,7 @@ def accuracy(work: Path, existing: int, incoming: int, seed: int) -> dict:
 def cost(work: Path, existing: int, rows: int, seed: int) -> dict:
     """The same import with scoring off, then (reverted, indexes built) on, into `existing` live leads."""
     leads = existing_leads(existing, seed)
-    incoming, _ = incoming_rows(leads, rows, seed + 1)
+    incoming, labels = incoming_rows(leads, rows, seed + 1)
     leads.write_csv(work / "cost_existing.csv")
     incoming.write_csv(work / "cost_incoming.csv")
     del leads
@@ -147,6 +147,8 @@ def cost(work: Path, existing: int, rows: int, seed: int) -> dict:
         if reason:
             raise SystemExit(reason)
         on_s, on_rss, on = state.timed_import(work / "cost_incoming.csv", "--config", str(work / "scoring.yaml"))
+        url = state.url()
+        report = evaluate(labels, queue_of(url, last_import_id(url)))
     finally:
         state.stop()
     return {
@@ -162,6 +164,7 @@ def cost(work: Path, existing: int, rows: int, seed: int) -> dict:
         "off_load_seconds": off["load_seconds"],
         "on_load_seconds": on["load_seconds"],
         "on_counts": {k: on[k] for k in ("inserted", "possible_duplicates", "to_review")},
+        "accuracy": {k: v for k, v in report.items() if k != "by_kind"},
     }
 
 
@@ -198,7 +201,9 @@ def markdown(acc: dict, spent: dict | None) -> str:
             "",
             f"on / off = {spent['ratio']}x (target <= {TARGETS['cost_ratio']}x: "
             f"{verdict(spent['ratio'] <= TARGETS['cost_ratio'])}); the blocking indexes took "
-            f"{spent['index_build_s']} s to build, once.",
+            f"{spent['index_build_s']} s to build, once. Accuracy of that import: flagged precision "
+            f"{spent['accuracy']['flagged']['precision']}, recall {spent['accuracy']['flagged_or_review']['recall']}, "
+            f"review share {spent['accuracy']['review_share']:.1%}.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -86,10 +86,8 @@ class Resolution:
 _CHOOSE = """
     CREATE TEMPORARY TABLE chosen ON COMMIT DROP AS
     SELECT p.id AS pair, p.lead_id, p.candidate_id, p.score, p.status,
-           CASE WHEN p.id IS NULL THEN 'no such pair'
-                WHEN p.status <> 'open' THEN 'already ' || replace(p.status, '_', ' ')
-                    || COALESCE(' by run ' || p.resolved_by_run, '')
-           END AS why
+           CASE WHEN p.status <> 'open' THEN 'already ' || replace(p.status, '_', ' ')
+                    || COALESCE(' by run ' || p.resolved_by_run, '') END AS why
     FROM possible_duplicates p
     WHERE CASE WHEN %(ids)s::bigint[] IS NOT NULL THEN p.id = ANY (%(ids)s::bigint[])
                ELSE p.status = 'open' AND p.score >= %(min_score)s AND (%(band)s::text IS NULL OR p.band = %(band)s)
@@ -181,22 +179,29 @@ def resolve(conn: psycopg.Connection, config: ResolveDuplicatesConfig, run_id: s
                 "band": None if config.band == "any" else config.band,
             },
         )
+        # Bounded, as the load's: an application transaction holding one of these leads makes it start again.
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        # Held from here: what is checked below stays true until the merge is written.
+        cur.execute(
+            "SELECT count(*) FROM (SELECT FROM leads WHERE id IN (SELECT lead_id FROM chosen UNION "
+            "SELECT candidate_id FROM chosen) FOR UPDATE) l"
+        )
         for statement in _UNRESOLVABLE:
             cur.execute(statement)
         if config.action == "merge":
             cur.execute(_CHAINED)
         cur.execute("SELECT pair, lead_id, candidate_id FROM chosen WHERE why IS NULL ORDER BY score DESC, pair")
         todo = cur.fetchall()
-        cur.execute(
-            """
-            INSERT INTO imports (partition_key, content_hash, sheet, run_id, source_file)
-            VALUES (%(key)s, %(key)s, '', %(run_id)s, 'possible_duplicates') RETURNING id
-            """,
-            {"key": RESOLUTION_PREFIX + run_id, "run_id": run_id},
-        )
-        import_id = one_value(cur)
-        # Bounded, as the load's: an application transaction holding one of these leads makes it start again.
-        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        import_id = None
+        if todo:
+            cur.execute(
+                """
+                INSERT INTO imports (partition_key, content_hash, sheet, run_id, source_file)
+                VALUES (%(key)s, %(key)s, '', %(run_id)s, 'possible_duplicates') RETURNING id
+                """,
+                {"key": RESOLUTION_PREFIX + run_id, "run_id": run_id},
+            )
+            import_id = one_value(cur)
         merge = _merge_statement()
         for number, (_pair, lead, candidate) in enumerate(todo, start=1):
             if config.action == "merge":
@@ -220,26 +225,14 @@ def resolve(conn: psycopg.Connection, config: ResolveDuplicatesConfig, run_id: s
         cur.execute("SELECT pair, why FROM chosen WHERE why IS NOT NULL ORDER BY pair")
         skipped = [{"pair": pair, "why": why} for pair, why in cur.fetchall()]
         counts = {"merged": 0, "kept_separate": 0, status: len(todo), "skipped": len(skipped)}
-        cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
+        if import_id is not None:
+            cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
     return Resolution(counts, skipped)
 
 
 def undo(conn: psycopg.Connection, resolution: str, run_id: str, force: bool, report: Path) -> RevertResult:
     """Revert the resolution of run `resolution` as an import is reverted; its pairs are open again."""
     return revert_import(conn, RESOLUTION_PREFIX + resolution, run_id, force, report)
-
-
-def _side(prefix: str) -> sql.Composable:
-    """One side of a pair as one cell: name, company, email, phone, city."""
-    return sql.SQL("concat_ws(', ', {})").format(
-        sql.SQL(", ").join(
-            sql.SQL("NULLIF(concat_ws(' ', {p}.first_name, {p}.last_name), '')").format(p=sql.Identifier(prefix))
-            if f == "first_name"
-            else sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(f))
-            for f in SHOWN_FIELDS
-            if f != "last_name"
-        )
-    )
 
 
 _QUEUE = sql.SQL(
@@ -255,23 +248,45 @@ _QUEUE = sql.SQL(
 ).format(flagged=sql.Literal(FLAGGED), review=sql.Literal(REVIEW))
 QUEUE_COUNTS = ("open", "open_flagged", "open_review", "merged", "kept_separate", "reverted")
 
+# The best open pairs, each side's shown fields as one JSON object.
 _SAMPLE = sql.SQL(
     """
-    SELECT p.id, round(p.score::numeric, 2), p.band, {lead} || ' (lead ' || d.id || ', ' || i.partition_key
-           || ' line ' || p.source_row || ')', {candidate} || ' (lead ' || c.id || ')',
+    SELECT p.id, round(p.score::numeric, 2), p.band,
            (SELECT string_agg(replace(key, '_', ' ') || ': ' || value, '; ' ORDER BY key)
-            FROM jsonb_each_text(p.reasons))
+            FROM jsonb_each_text(p.reasons)),
+           d.id, i.partition_key, p.source_row, c.id, jsonb_build_object({lead}), jsonb_build_object({candidate})
     FROM possible_duplicates p
     JOIN leads d ON d.id = p.lead_id JOIN leads c ON c.id = p.candidate_id JOIN imports i ON i.id = p.import_id
     WHERE p.status = 'open'
     ORDER BY p.score DESC, p.id
     LIMIT %s
     """
-).format(lead=_side("d"), candidate=_side("c"))
+).format(
+    **{
+        side: sql.SQL(", ").join(
+            sql.SQL("{}, {}.{}").format(sql.Literal(f), sql.Identifier(alias), sql.Identifier(f)) for f in SHOWN_FIELDS
+        )
+        for side, alias in (("lead", "d"), ("candidate", "c"))
+    }
+)
+
+
+def _pair_markdown(row: tuple) -> list[str]:
+    """One pair: its number, score, band and reasons, then its two leads side by side, field by field."""
+    pair, score, band, reasons, lead, partition, line, candidate, left, right = row
+    lines = [
+        f"**Pair {pair}**: {score} ({band}) — {markdown_cell(reasons)}",
+        "",
+        f"| | queued: lead {lead} ({markdown_cell(partition)}, line {line}) | possible duplicate of: lead {candidate} |",
+        "| --- | --- | --- |",
+    ]
+    for field in SHOWN_FIELDS:
+        lines.append(f"| {field.replace('_', ' ')} | {markdown_cell(left[field])} | {markdown_cell(right[field])} |")
+    return [*lines, ""]
 
 
 def queue_report(conn: psycopg.Connection) -> tuple[dict[str, int], str]:
-    """The queue's counts and its best open pairs as a markdown table, side by side with their reasons."""
+    """The queue's counts and its best open pairs, each side by side with its reasons (markdown)."""
     with conn.cursor() as cur:
         cur.execute(_QUEUE)
         counts = dict(zip(QUEUE_COUNTS, cur.fetchone() or (), strict=True))
@@ -279,17 +294,11 @@ def queue_report(conn: psycopg.Connection) -> tuple[dict[str, int], str]:
         rows = cur.fetchall()
     if not rows:
         return counts, "No open pairs: nothing waits for review."
-    lines = [
-        "| pair | score | band | queued lead | possible duplicate of | reasons |",
-        "| ---: | ---: | --- | --- | --- | --- |",
-        *("| " + " | ".join(markdown_cell(v) for v in row) + " |" for row in rows),
-    ]
+    lines = [line for row in rows for line in _pair_markdown(row)]
     if counts["open"] > len(rows):
-        lines.append(
-            f"\nThe best {len(rows)} of {counts['open']:,} open pairs (all of them: table possible_duplicates)."
-        )
+        lines.append(f"The best {len(rows)} of {counts['open']:,} open pairs (all of them: table possible_duplicates).")
     lines.append(
-        "\nTo resolve: Launchpad of resolve_duplicates_job, `action: merge` or `keep_separate` with `pairs: [N, ...]` "
+        "To resolve: Launchpad of resolve_duplicates_job, `action: merge` or `keep_separate` with `pairs: [N, ...]` "
         "or `min_score: 0.9`."
     )
     return counts, "\n".join(lines)
@@ -348,7 +357,8 @@ def possible_duplicates(
         ) from e
     if isinstance(done, Resolution):
         metadata |= {k: done.counts[k] for k in RESOLVE_COUNTS}
-        metadata["resolution"] = RESOLUTION_PREFIX + context.run.run_id
+        if done.counts["merged"] or done.counts["kept_separate"]:
+            metadata["resolution"] = RESOLUTION_PREFIX + context.run.run_id
         if done.skipped:
             metadata["not_resolved"] = _skipped_markdown(done.skipped)
         tags = {f"{OUTCOME_TAG_PREFIX}{k}": f"{done.counts[k]:,}" for k in RESOLVE_COUNTS if done.counts[k]}

@@ -61,9 +61,12 @@ def test_resolve_duplicates_show_merge_and_undo(pipeline, tmp_path):
     queue = _metadata(shown)
     assert (queue["open"], queue["open_flagged"], queue["open_review"]) == (2, 1, 1)
     bob = _pair(pipeline, "bob.smith@gmail.com")
-    assert f"| {bob} | 0.81 | flagged | Bob Smith, Acme Incorporated, bob.smith@gmail.com" in queue["open_pairs"]
-    assert "Robert Smith, ACME Inc., robert.smith@acme.com" in queue["open_pairs"]
-    assert "first name: nickname" in queue["open_pairs"]
+    pairs = queue["open_pairs"]
+    assert (
+        f"**Pair {bob}**: 0.81 (flagged) — company: same; first name: nickname; last name: same; phone: same" in pairs
+    )
+    assert "| first name | Bob | Robert |" in pairs and "| company name | Acme Incorporated | ACME Inc. |" in pairs
+    assert "| email | bob.smith@gmail.com | robert.smith@acme.com |" in pairs and "| city | Boston |  |" in pairs
     robert = pipeline.scalar("SELECT id FROM leads WHERE email = 'robert.smith@acme.com'")
 
     merged = _resolve(pipeline, action="merge", pairs=[bob])

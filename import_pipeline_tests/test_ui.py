@@ -65,6 +65,9 @@ VENDOR_FILE = (
 )
 APPROVE_CONFIG = "ops:\n  leads:\n    ops:\n      load:\n        config:\n          on_existing: update\n"
 REVERT_CONFIG = "ops:\n  revert:\n    config:\n      force: false\n"
+ROBERT = "Company,First Name,Last Name,Email,Phone\nACME Inc.,Robert,Smith,robert.smith@acme.example,+1 415 555 0100\n"
+BOB = "Company,First Name,Last Name,Email,Phone,City\nAcme Incorporated,Bob,Smith,bob.smith@mail.example,4155550100,Boston\n"
+SCORING = {"ops": {"dedupe": {"config": {"possible_duplicates": {"enabled": True}}}}}
 
 SECOND_FILE = """Company Name,First Name,Last Name,Email,Phone
 Initech,Peter,Gibbons,peter.gibbons@initech.example,+1 512 555 0101
@@ -126,6 +129,22 @@ def _launch_from_launchpad(
     expect(editor).to_contain_text(config.strip().splitlines()[-1].strip())
     expect(page.get_by_text("No errors", exact=True)).to_be_visible()
     shots.take(page, f"{name}_launchpad")
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(RUN_URL)
+    return RUN_URL.search(page.url).group(1)
+
+
+def _launch_unpartitioned(page: Page, base: str, job: str, config: str) -> str:
+    """Type the asset job's config (under ops: possible_duplicates: config:), press Launch Run; the new run's id."""
+    page.goto(f"{base}/locations/{LOCATION}/jobs/{job}/playground")
+    editor = page.locator(".CodeMirror")
+    editor.wait_for(timeout=STARTUP_SECONDS * 1000)
+    editor.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(f"ops:\n  possible_duplicates:\n    config:\n      {config}\n")
+    expect(editor).to_contain_text(config.splitlines()[-1].strip())
+    expect(page.get_by_text("No errors", exact=True)).to_be_visible()
     page.get_by_role("button", name="Launch Run").click()
     page.wait_for_url(RUN_URL)
     return RUN_URL.search(page.url).group(1)
@@ -346,6 +365,28 @@ def test_ui_launch_watch_reexecute_and_catalog(pipeline, tmp_path, monkeypatch):
             assert pipeline.scalar("SELECT title FROM leads WHERE email = 'peter.gibbons@initech.example'") is None
             assert pipeline.scalar("SELECT count(*) FROM leads WHERE email = 'alice@umbrella.example'") == 0
             assert pipeline.scalar("SELECT count(*) FROM leads") == loaded + 3 + 28
+
+            # (l) A possible duplicate queued by an import with scoring on, seen in the possible_duplicates asset
+            # and merged from the Launchpad of resolve_duplicates_job.
+            for name, text, config in (("robert.csv", ROBERT, {}), ("bob.csv", BOB, SCORING)):
+                (tmp_path / name).write_text(text)
+                assert import_file(tmp_path / name, config).get("possible_duplicates", 0) == (1 if config else 0)
+            pair = pipeline.scalar("SELECT id FROM possible_duplicates WHERE status = 'open'")
+            _launch_unpartitioned(page, base, "resolve_duplicates_job", "action: show")
+            _status(page, "Success")
+            page.goto(f"{base}/assets/possible_duplicates")
+            expect(page.get_by_text(f"Pair {pair}", exact=False).first).to_be_visible()
+            expect(page.get_by_role("cell", name="Acme Incorporated", exact=True).first).to_be_visible()
+            expect(page.get_by_text("first name: nickname", exact=False).first).to_be_visible()
+            _metadata_value(page, "open_pairs").scroll_into_view_if_needed()
+            shots.take(page, "possible_duplicates")
+            _launch_unpartitioned(page, base, "resolve_duplicates_job", f"action: merge\n      pairs: [{pair}]")
+            _status(page, "Success")
+            shots.take(page, "duplicates_merged")
+            robert = pipeline.scalar("SELECT id FROM leads WHERE email = 'robert.smith@acme.example'")
+            assert pipeline.scalar("SELECT city FROM leads WHERE id = %s", (robert,)) == "Boston"
+            assert pipeline.scalar("SELECT duplicate_of FROM leads WHERE email = 'bob.smith@mail.example'") == robert
+            assert pipeline.scalar("SELECT status FROM possible_duplicates WHERE id = %s", (pair,)) == "merged"
         except Exception:
             try:
                 shots.take(page, "failure")
