@@ -35,6 +35,7 @@ def test_instance_definitions_are_loadable():
         "approve_import_job",
         "decline_import_job",
         "revert_import_job",
+        "resolve_duplicates_job",
         "cleanup_job",
     }
     assert {sensor.name for sensor in definitions.defs.sensors} == {
