@@ -27,7 +27,13 @@ from import_pipeline.notify import Notifier
 from import_pipeline.parts import ParquetIOManager
 from import_pipeline.resolve_duplicates import possible_duplicates, resolve_duplicates_job
 from import_pipeline.revert import revert_import_job
-from import_pipeline.sensors import bucket_sensor, import_failed_sensor, import_succeeded_sensor, landing_sensor
+from import_pipeline.sensors import (
+    bucket_sensor,
+    import_failed_sensor,
+    import_succeeded_sensor,
+    landing_sensor,
+    possible_duplicates_sensor,
+)
 from import_pipeline.state import StateFolder
 
 defs = dg.Definitions(
@@ -44,7 +50,7 @@ defs = dg.Definitions(
         cleanup_job,
     ],
     schedules=[cleanup_schedule],
-    sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor],
+    sensors=[landing_sensor, bucket_sensor, import_succeeded_sensor, import_failed_sensor, possible_duplicates_sensor],
     resources={
         "leads_db": LeadsDatabase(
             url=setting(DATABASE_URL_ENV),

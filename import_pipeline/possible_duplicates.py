@@ -25,7 +25,8 @@ from import_pipeline.schema import LIVE, build_index_concurrently
 EXTENSIONS = ("pg_trgm", "fuzzystrmatch")
 FLAGGED, REVIEW = "flagged", "review"
 # The import's counts of them (metadata and run tags, beside COUNT_KEYS: they are not outcomes).
-DUPLICATE_COUNTS = ("possible_duplicates", "to_review", "auto_merged")
+QUEUED_COUNTS = ("possible_duplicates", "to_review")  # an import's rows left open in the queue: flagged, review
+DUPLICATE_COUNTS = (*QUEUED_COUNTS, "auto_merged")
 # Any constant works; the migration lock's neighbour.
 _SETUP_LOCK = 7_246_003
 # Local parts that name a role, not a person: the same `info@` at two companies says nothing.

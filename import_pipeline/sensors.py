@@ -22,8 +22,11 @@ from import_pipeline.landing import (
     shown,
     unreadable,
 )
+from import_pipeline.load import OUTCOME_TAG_PREFIX
 from import_pipeline.notify import Notifier
 from import_pipeline.parse import ParseConfig
+from import_pipeline.possible_duplicates import QUEUED_COUNTS
+from import_pipeline.resolve_duplicates import resolve_duplicates_job
 from import_pipeline.run_config import ASSET_NODE
 from import_pipeline.state import StateFolder
 
@@ -232,6 +235,19 @@ def _notify(context: dg.RunStatusSensorContext, notifier: Notifier, event: str) 
 def import_succeeded_sensor(context: dg.RunStatusSensorContext, notifier: Notifier):
     """Notify that an import committed, with its counts."""
     _notify(context, notifier, "import succeeded")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=resolve_duplicates_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def possible_duplicates_sensor(context: dg.RunStatusSensorContext):
+    """After an import that queued possible duplicates, refresh the possible_duplicates asset (a `show` run)."""
+    run = context.dagster_run
+    if not is_import(run) or not any(OUTCOME_TAG_PREFIX + k in run.tags for k in QUEUED_COUNTS):
+        return dg.SkipReason(f"run {run.run_id} queued no possible duplicates")
+    return dg.RunRequest(run_key=f"queued-by-{run.run_id}", tags={"import_pipeline/queued_by_run": run.run_id})
 
 
 # Every job of the code location: an import launched from the asset catalog runs as Dagster's `__ASSET_JOB`.

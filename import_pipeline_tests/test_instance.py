@@ -43,6 +43,7 @@ def test_instance_definitions_are_loadable():
         "bucket_sensor",
         "import_succeeded_sensor",
         "import_failed_sensor",
+        "possible_duplicates_sensor",
     }
 
 

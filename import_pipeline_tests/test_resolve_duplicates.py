@@ -6,6 +6,7 @@ import pytest
 from import_pipeline.definitions import defs
 from import_pipeline.launch import import_file, revert_partition
 from import_pipeline.resolve_duplicates import RESOLVE_JOB, ResolveDuplicatesConfig
+from import_pipeline.sensors import possible_duplicates_sensor
 
 EXISTING = (
     "Company,First Name,Last Name,Email,Phone,City\n"
@@ -143,6 +144,35 @@ def test_resolve_duplicates_revert_of_the_import_closes_its_pairs(pipeline, tmp_
     statuses = pipeline.query("SELECT DISTINCT status FROM possible_duplicates")
     assert statuses == [("reverted",)]
     assert _metadata(_resolve(pipeline))["open"] == 0
+
+
+def _sensor_after(pipeline, run_id: str):
+    run = pipeline.instance.get_run_by_id(run_id)
+    event = pipeline.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records[-1]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=possible_duplicates_sensor.name,
+        dagster_event=event.event_log_entry.dagster_event,
+        dagster_instance=pipeline.instance,
+        dagster_run=run,
+    )
+    return possible_duplicates_sensor(context)
+
+
+def test_resolve_duplicates_sensor_refreshes_the_queue_after_an_import_that_queued(pipeline, tmp_path):
+    """An import that queued pairs requests a `show` run of resolve_duplicates_job; one that queued none, nothing."""
+    (tmp_path / "existing.csv").write_text(EXISTING)
+    plain = import_file(tmp_path / "existing.csv")
+    (tmp_path / "incoming.csv").write_text(INCOMING)
+    scored = import_file(tmp_path / "incoming.csv", SCORING)
+
+    assert isinstance(_sensor_after(pipeline, plain["run_id"]), dg.SkipReason)
+    request = _sensor_after(pipeline, scored["run_id"])
+    assert isinstance(request, dg.RunRequest)
+    assert (request.run_key, request.tags["import_pipeline/queued_by_run"]) == (
+        f"queued-by-{scored['run_id']}",
+        scored["run_id"],
+    )
+    assert request.run_config == {}  # the default config: action show
 
 
 def test_resolve_duplicates_config_refuses_unclear_choices():
