@@ -34,6 +34,8 @@ sys.path.insert(0, str(HERE.parent))  # the project's package, from a clean clon
 from duplicate_pairs import evaluate, existing_leads, incoming_rows  # noqa: E402  (bench/ is the script's folder)
 from run import timed_process  # noqa: E402
 
+from import_pipeline.possible_duplicates import ensure_scoring  # noqa: E402
+
 TARGETS = {"flagged_precision": 0.95, "recall": 0.90, "review_share": 0.05, "cost_ratio": 1.5}
 SCORING_ON = "ops:\n  dedupe:\n    config:\n      possible_duplicates:\n        enabled: true\n"
 
@@ -137,9 +139,6 @@ def cost(work: Path, existing: int, rows: int, seed: int) -> dict:
         state.cli("import", str(work / "cost_existing.csv"))
         off_s, off_rss, off = state.timed_import(work / "cost_incoming.csv")
         state.cli("revert", off["partition_key"])
-        sys.path.insert(0, str(HERE.parent))
-        from import_pipeline.possible_duplicates import ensure_scoring
-
         started = time.perf_counter()
         with psycopg.connect(state.url(), autocommit=True) as conn:
             reason, built = ensure_scoring(conn)

@@ -277,19 +277,40 @@ _VERDICTS = sql.SQL(
 ).format(nicknames=_NICKNAMES, roles=sql.Literal(list(ROLE_LOCAL_PARTS)), free=sql.Literal(list(FREE_MAIL_DOMAINS)))
 
 
+# Each pair side's values as the verdicts compare them, of a lead or staged row `t`: read as `a<name>` for the
+# row, `b<name>` for its candidate (`by_` for the city: BY is a keyword).
+SIDE_VALUES = {
+    "f": "lead_fuzzy_text(t.first_name)",
+    "l": "lead_fuzzy_text(t.last_name)",
+    "ls": "lead_name_sound(t.last_name)",
+    "c": "lead_company_key(t.company_name)",
+    "e": "lead_email_local(t.email_key)",
+    "d": "split_part(t.email_key, '@', 2)",
+    "p": "lead_phone_digits(t.phone_e164, t.phone)",
+    "y": "lead_fuzzy_text(t.city)",
+}
+
+
 def _sides(table: str, source: sql.Composable, key: str, ids: sql.Composable) -> sql.Composed:
     """One side of the pairs, each value normalized once however many pairs it is in (the candidates of
     20,000 rows at 200,000 leads: 562,527 pairs, normalized per pair 18.7 s)."""
+    values = sql.SQL(", ").join(sql.SQL(v + " AS {}").format(sql.Identifier(n)) for n, v in SIDE_VALUES.items())
     return sql.SQL(
-        """
-        CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS
-        SELECT t.{key} AS id, lead_fuzzy_text(t.first_name) AS f, lead_fuzzy_text(t.last_name) AS l,
-               lead_name_sound(t.last_name) AS ls, lead_company_key(t.company_name) AS c,
-               lead_email_local(t.email_key) AS e, split_part(t.email_key, '@', 2) AS d,
-               lead_phone_digits(t.phone_e164, t.phone) AS p, lead_fuzzy_text(t.city) AS y
-        FROM {source} t WHERE t.{key} IN ({ids})
-        """
-    ).format(table=sql.Identifier(table), source=source, key=sql.Identifier(key), ids=ids)
+        "CREATE TEMPORARY TABLE {table} ON COMMIT DROP AS SELECT t.{key} AS id, {values} FROM {source} t "
+        "WHERE t.{key} IN ({ids})"
+    ).format(table=sql.Identifier(table), values=values, source=source, key=sql.Identifier(key), ids=ids)
+
+
+def _pair_values() -> sql.Composed:
+    """Both sides' values of a pair: the row's (`a`), the candidate's, a lead (`l`) or an earlier row (`e`)."""
+    row = (sql.SQL("a.{} AS {}").format(sql.Identifier(n), sql.Identifier(f"a{n}")) for n in SIDE_VALUES)
+    candidate = (
+        sql.SQL("COALESCE(l.{n}, e.{n}) AS {alias}").format(
+            n=sql.Identifier(n), alias=sql.Identifier("by_" if n == "y" else f"b{n}")
+        )
+        for n in SIDE_VALUES
+    )
+    return sql.SQL(", ").join([*row, *candidate])
 
 
 def _best_without(field: str) -> int:
@@ -389,9 +410,7 @@ def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateS
         sql.SQL(
             """
             WITH normalized AS (
-                SELECT p.source_row, p.lead_id, p.candidate_row,
-                       a.f AS af, a.l AS al, a.ls AS als, a.c AS ac, a.e AS ae, a.d AS ad, a.p AS ap, a.y AS ay,
-                       {b}
+                SELECT p.source_row, p.lead_id, p.candidate_row, {values}
                 FROM pairs p
                 JOIN row_sides a ON a.id = p.source_row
                 LEFT JOIN lead_sides l ON l.id = p.lead_id
@@ -413,12 +432,7 @@ def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateS
             ORDER BY source_row, score DESC, lead_id NULLS LAST, candidate_row
             """
         ).format(
-            b=sql.SQL(", ").join(
-                sql.SQL("COALESCE(l.{c}, e.{c}) AS {alias}").format(
-                    c=sql.Identifier(c), alias=sql.Identifier("by_" if c == "y" else f"b{c}")
-                )
-                for c in ("f", "l", "ls", "c", "e", "d", "p", "y")
-            ),
+            values=_pair_values(),
             surnames_agree=surnames_agree,
             verdicts=_VERDICTS,
             points=points,

@@ -30,9 +30,8 @@ from import_pipeline.load import (
 from import_pipeline.plan import markdown_cell
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW
 from import_pipeline.revert import NothingToRevert, RevertResult, conflicts_markdown, revert_import
-from import_pipeline.schema import CANONICAL_FIELDS, EXTRA, PHONE_E164
 from import_pipeline.state import StateFolder
-from import_pipeline.strategies import field_changes
+from import_pipeline.strategies import field_changes, field_values
 
 RESOLUTION_PREFIX = "duplicates resolved@"  # the ledger's partition key of a resolution: this + its run id
 RESOLVE_JOB = "resolve_duplicates_job"
@@ -125,11 +124,7 @@ _CHAINED = """
 
 def _merge_statement() -> sql.Composed:
     """Fill the candidate's empty fields from the retired lead, recording each filled field's old and new value."""
-    fields = (*CANONICAL_FIELDS, PHONE_E164)
-    values: dict[str, sql.Composable] = {
-        f: sql.SQL("COALESCE(c.{f}, d.{f})").format(f=sql.Identifier(f)) for f in fields
-    }
-    values[EXTRA] = sql.SQL("CASE WHEN d.extra IS NULL THEN c.extra ELSE d.extra || COALESCE(c.extra, '{}') END")
+    values = field_values("c", "d", incoming_wins=False)
     return sql.SQL(
         """
         WITH old AS (
@@ -141,8 +136,7 @@ def _merge_statement() -> sql.Composed:
             RETURNING c.*
         )
         INSERT INTO lead_history (import_id, source_row, lead_id, action, changes)
-        SELECT %(import_id)s, %(line)s, u.id, 'merged',
-               (SELECT jsonb_object_agg(key, value) FROM jsonb_each(jsonb_build_object({changes})) WHERE value <> 'null')
+        SELECT %(import_id)s, %(line)s, u.id, 'merged', {changes}
         FROM changed u JOIN old o ON o.id = u.id
         """
     ).format(
@@ -235,18 +229,18 @@ def undo(conn: psycopg.Connection, resolution: str, run_id: str, force: bool, re
     return revert_import(conn, RESOLUTION_PREFIX + resolution, run_id, force, report)
 
 
-_QUEUE = sql.SQL(
-    """
-    SELECT count(*) FILTER (WHERE status = 'open'),
-           count(*) FILTER (WHERE status = 'open' AND band = {flagged}),
-           count(*) FILTER (WHERE status = 'open' AND band = {review}),
-           count(*) FILTER (WHERE status = 'merged'),
-           count(*) FILTER (WHERE status = 'kept_separate'),
-           count(*) FILTER (WHERE status = 'reverted')
-    FROM possible_duplicates
-    """
-).format(flagged=sql.Literal(FLAGGED), review=sql.Literal(REVIEW))
-QUEUE_COUNTS = ("open", "open_flagged", "open_review", "merged", "kept_separate", "reverted")
+# The queue's counts in the asset's metadata: which pairs each counts.
+QUEUE_COUNTS: dict[str, sql.Composable] = {
+    "open": sql.SQL("status = 'open'"),
+    "open_flagged": sql.SQL("status = 'open' AND band = {}").format(sql.Literal(FLAGGED)),
+    "open_review": sql.SQL("status = 'open' AND band = {}").format(sql.Literal(REVIEW)),
+    **{
+        status: sql.SQL("status = {}").format(sql.Literal(status)) for status in ("merged", "kept_separate", "reverted")
+    },
+}
+_QUEUE = sql.SQL("SELECT {} FROM possible_duplicates").format(
+    sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(c) for c in QUEUE_COUNTS.values())
+)
 
 # The best open pairs, each side's shown fields as one JSON object.
 _SAMPLE = sql.SQL(

@@ -136,15 +136,34 @@ def _insert_all_new(
     return count, one_value(cur)
 
 
+def field_values(lead: str, incoming: str, incoming_wins: bool) -> dict[str, sql.Composable]:
+    """Each field's new value when the lead (alias `lead`) takes the values of `incoming`: non-empty incoming
+    values overwrite (`update`) or only fill empty fields (`merge`)."""
+    first, second = (incoming, lead) if incoming_wins else (lead, incoming)
+    values: dict[str, sql.Composable] = {
+        f: sql.SQL("COALESCE({}, {})").format(sql.Identifier(first, f), sql.Identifier(second, f))
+        for f in (*CANONICAL_FIELDS, PHONE_E164)
+    }
+    # jsonb `||` keeps the right side's value for a key both sides have.
+    merged = "COALESCE({l}, '{{}}') || {i}" if incoming_wins else "{i} || COALESCE({l}, '{{}}')"
+    values[EXTRA] = sql.SQL("CASE WHEN {i} IS NULL THEN {l} ELSE " + merged + " END").format(
+        i=sql.Identifier(incoming, EXTRA), l=sql.Identifier(lead, EXTRA)
+    )
+    return values
+
+
 def field_changes(names: Sequence[str]) -> sql.Composed:
-    """`jsonb_build_object` arguments: each field of `names` whose value differs between the lead's old row `o` and
-    its updated row `u`, as {old, new} (NULL for the others: dropped by the caller)."""
-    return sql.SQL(", ").join(
+    """The fields of `names` whose value differs between the lead's old row `o` and its updated row `u`, as one
+    jsonb object of {old, new}."""
+    pairs = sql.SQL(", ").join(
         sql.SQL(
             "{name}, CASE WHEN o.{f} IS DISTINCT FROM u.{f} THEN jsonb_build_object('old', o.{f}, 'new', u.{f}) END"
         ).format(name=sql.Literal(f), f=sql.Identifier(f))
         for f in names
     )
+    return sql.SQL(
+        "(SELECT jsonb_object_agg(key, value) FROM jsonb_each(jsonb_build_object({})) WHERE value <> 'null')"
+    ).format(pairs)
 
 
 def _change(
@@ -158,15 +177,7 @@ def _change(
     """The `update`/`merge` statement (`on_existing`, by default the config's): changed leads only, with each
     changed field's old and new value."""
     incoming_wins = (on_existing or config.on_existing) == "update"
-    values: dict[str, sql.Composable] = {
-        f: sql.SQL("COALESCE(s.{f}, l.{f})" if incoming_wins else "COALESCE(l.{f}, s.{f})").format(f=sql.Identifier(f))
-        for f in (*CANONICAL_FIELDS, PHONE_E164)
-    }
-    # jsonb `||` keeps the right side's value for a key both sides have.
-    values[EXTRA] = sql.SQL(
-        "CASE WHEN s.extra IS NULL THEN l.extra ELSE "
-        + ("COALESCE(l.extra, '{}') || s.extra END" if incoming_wins else "s.extra || COALESCE(l.extra, '{}') END")
-    )
+    values = field_values("l", "s", incoming_wins)
     if config.reassign_existing:
         values[OWNER] = sql.SQL("COALESCE(s.owner, l.owner)")
     names = list(values)
@@ -185,8 +196,7 @@ def _change(
             RETURNING l.*, s.source_row AS staged_row
         )
         INSERT INTO outcomes (source_row, lead_id, action, changes)
-        SELECT u.staged_row, u.id, %(action)s,
-               (SELECT jsonb_object_agg(key, value) FROM jsonb_each(jsonb_build_object({changes})) WHERE value <> 'null')
+        SELECT u.staged_row, u.id, %(action)s, {changes}
         FROM changed u JOIN old o ON o.id = u.id
         """
     ).format(
