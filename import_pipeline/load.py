@@ -28,6 +28,7 @@ from import_pipeline.dedupe import (
     match_existing,
     move_losers,
 )
+from import_pipeline.lead_comparison import record_written, refresh_lead_comparison
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import, record_xids
 from import_pipeline.parts import Parts
 from import_pipeline.plan import PlanReport, changes_markdown, latest_plan, plan_difference
@@ -37,11 +38,11 @@ from import_pipeline.possible_duplicates import (
     ensure_scoring,
     match_flagged,
     record_possible_duplicates,
-    score_rows,
 )
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
+from import_pipeline.scoring import score_rows
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -112,6 +113,24 @@ def wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
 
 
+def _compare_leads_now(conn: psycopg.Connection, log) -> None:
+    """Before a scoring import's load: `lead_comparison` brought up to date in a transaction of its own (the
+    first time, every live lead: about 12 s at 1M leads), then vacuumed (`conn` in autocommit).
+
+    Leads the application writes after it are compared by the next scoring import: looking again inside the
+    load cost another 0.9 s at 1M leads (the same join of the two tables) for the seconds in between.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        wait_for_other_imports(cur, log)
+        refreshed = refresh_lead_comparison(cur)
+    if refreshed:
+        log.info(f"load: {refreshed:,} leads new or changed since the last scoring import, compared as they are now")
+    # Scans of rows just written set their hint bits as they go: the import right after a fill of 1M leads
+    # scored in 13.2 s, the same import on the vacuumed table in 6.6 to 8.1 s. Only pages written since are
+    # read; skipped, not waited for, while another session (autovacuum) holds the table.
+    conn.execute("VACUUM (ANALYZE, SKIP_LOCKED) lead_comparison")
+
+
 def _link_resubmitted_rows(cur: psycopg.Cursor, summary: FileSummary, import_id: int) -> None:
     """Record where each row of a corrected reject report was rejected (`resubmitted_rows`)."""
     if not summary.origins:
@@ -175,7 +194,7 @@ def load_import(
         cur.execute("SET LOCAL work_mem = '256MB'")
 
         staging = sql.Identifier(f"staging_{run_id}")
-        create_work_tables(cur, staging, keys_with_email(keys), summary.source, blocks=scoring is not None)
+        create_work_tables(cur, staging, keys_with_email(keys), summary.source)
         staged = (staged_frame(chunk, summary.mapping, config.assign, config.owner_column) for chunk in leads.frames())
         copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
@@ -191,8 +210,9 @@ def load_import(
         match_existing(cur, staging, keys, keep)
         lap("match existing")
         auto_merged = scoring is not None and scoring.auto_merge
+        compared: pl.DataFrame | None = None
         if scoring is not None:
-            score_rows(cur, staging, scoring)
+            compared = score_rows(cur, staging, scoring)
             if auto_merged and match_flagged(cur, staging):
                 # Two rows merged into one candidate: the first (`keep`) is merged, the other repeats it.
                 move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.SQL("s.match_id"))
@@ -201,6 +221,10 @@ def load_import(
             cur, staging, config, import_id, summary.source_file, keys, keep, lap, log, auto_merged
         )
         record_xids(cur, import_id, savepoint_xid)
+        if compared is not None:
+            # The leads this import wrote, compared as they are now by the next scoring import.
+            record_written(cur, import_id, compared)
+            lap("compare the leads written")
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
         # In-file duplicates point at the lead their surviving row became.
@@ -304,9 +328,10 @@ def load_with_retries(
                 for index in ensure_key_indexes(conn, summary.match_keys):
                     context.log.info(f"load: built the index {index} for this import's match keys")
                 if scoring is not None:
-                    off, built = ensure_scoring(conn)
-                    for index in built:
-                        context.log.info(f"load: built the index {index} for possible-duplicate scoring")
+                    off = ensure_scoring(conn)
+                    if off is None:
+                        _compare_leads_now(conn, context.log)
+                        laps("compare leads as they are now")
                     if off is not None:
                         context.log.warning(f"load: {off}")
                         warnings.append(off)

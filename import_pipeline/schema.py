@@ -452,6 +452,24 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
             """
         ).format(legal_forms=sql.Literal(LEGAL_FORMS)),
     ),
+    (
+        12,
+        "possible duplicates: each live lead's values as scoring compares them (lead_comparison)",
+        sql.SQL(
+            """
+            -- Kept by scoring imports (lead_comparison.py); `version` is the lead's xmin the values were
+            -- computed from. No foreign key: the application's deletes of leads stay as they were.
+            CREATE TABLE lead_comparison (
+                lead_id bigint PRIMARY KEY,
+                version xid NOT NULL,
+                f text, l text, ls text, c text, e text, d text, p text, y text,
+                block_name_company text, block_company_first_initial text, block_phone text, block_email_local text
+            );
+            -- The nickname list is read from the `nicknames` package by the scoring itself now.
+            DROP TABLE first_name_forms;
+            """
+        ),
+    ),
 )
 
 

@@ -1,14 +1,13 @@
 """Staging: the load's private tables, and the file's valid leads COPYed into one of them."""
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
 from import_pipeline.dedupe import KEY_COLUMNS
-from import_pipeline.possible_duplicates import staged_block_columns
 from import_pipeline.progress import Progress
 from import_pipeline.schema import (
     CANONICAL_FIELDS,
@@ -59,6 +58,18 @@ def copy_frames(
     return cur.rowcount
 
 
+def read_frame(cur: psycopg.Cursor, query: sql.Composable, schema: Mapping[str, type[pl.DataType]]) -> pl.DataFrame:
+    """The rows of `query` (its columns named and typed by `schema`), through COPY as CSV."""
+    buffer = io.BytesIO()
+    with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)) as copy:
+        for data in copy:
+            buffer.write(data)
+    if not buffer.tell():
+        return pl.DataFrame(schema=schema)
+    # Quoted empty text stays "" (missing_is_null only takes an unquoted empty field, COPY's NULL, as null).
+    return pl.read_csv(buffer.getvalue(), has_header=False, new_columns=list(schema), schema=schema)
+
+
 def _json_object(columns: Sequence[str]) -> pl.Expr:
     """The `extra.*` columns as one JSON object, keyed by the source header."""
     fields = [
@@ -87,12 +98,11 @@ def staged_frame(leads: pl.DataFrame, mapping: dict[str, str], assign: str, owne
 
 
 def create_work_tables(
-    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], source: str = "default", blocks: bool = False
+    cur: psycopg.Cursor, staging: sql.Identifier, keys: Sequence[str], source: str = "default"
 ) -> None:
     """The staging table for the file's leads, `outcomes` (one row per source row's fate) and `losers`.
 
-    The staging table computes the match keys `keys` (and, with `blocks`, the blocking keys of
-    possible-duplicate scoring) with the same expressions as `leads`. Temporary
+    The staging table computes the match keys `keys` with the same expressions as `leads`. Temporary
     tables are private to this connection and vanish with it, even if the run dies.
     """
     columns: list[sql.Composable] = [
@@ -105,8 +115,6 @@ def create_work_tables(
         )
         for k in keys
     ]
-    if blocks:  # possible-duplicate scoring's blocking keys
-        columns += staged_block_columns()
     # fuzzy_match: `match_id` is the candidate a flagged row is auto-merged into, not a lead sharing its key.
     cur.execute(
         sql.SQL(

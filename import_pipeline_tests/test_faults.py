@@ -37,6 +37,8 @@ BLOCKED_AT = {
     "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"'),
     # A revert, after it removed and restored leads, before the transaction ends.
     "revert": ("revert_history", "INSERT INTO revert_history"),
+    # A scoring import, after its new leads, at their values for the next scoring (`lead_comparison`).
+    "compare": ("lead_comparison", 'COPY "lead_comparison"'),
     # A resolution of possible duplicates, after its ledger row, at its first lead's history.
     "resolve": ("lead_history", "INSERT INTO lead_history"),
 }
@@ -169,6 +171,46 @@ def test_faults_sigkill_mid_resolution_changes_nothing_then_it_runs_again(pipeli
         ("Boston", False),
     ]
     assert pipeline.scalar("SELECT count(*) FROM imports WHERE source_file = 'possible_duplicates'") == 1
+
+
+def test_faults_sigkill_while_recording_compared_leads_then_retry_equals_clean_run(make_pipeline, tmp_path):
+    """A scoring import killed as it records its new leads' values leaves nothing; retried, it equals a clean run."""
+    existing, incoming, scoring = tmp_path / "existing.csv", tmp_path / "incoming.csv", tmp_path / "scoring.yaml"
+    existing.write_text(
+        "Company,First Name,Last Name,Email,Phone\nACME Inc.,Robert,Smith,rs@acme.com,+1 415 555 0100\n"
+    )
+    incoming.write_text(
+        "Company,First Name,Last Name,Email,Phone,City\nAcme,Bob,Smith,bob@gmail.com,4155550100,Boston\n"
+        "Initech,Peter,Gibbons,peter@initech.com,,Dallas\n"
+    )
+    scoring.write_text("ops:\n  dedupe:\n    config:\n      possible_duplicates:\n        enabled: true\n")
+    config = {"ops": {"dedupe": {"config": {"possible_duplicates": {"enabled": True}}}}}
+    compared = (
+        "SELECT l.email, c.f, c.l, c.block_phone FROM lead_comparison c JOIN leads l ON l.id = c.lead_id ORDER BY 1"
+    )
+    queue = "SELECT d.source_row, d.band, d.reasons FROM possible_duplicates d ORDER BY 1"
+    clean = make_pipeline()
+    for path in (existing, incoming):
+        assert import_file(path, config)["status"] == "success"
+    expected = (tables(clean), clean.query(compared), clean.query(queue))
+    pipeline = make_pipeline()
+    assert import_file(existing, config)["status"] == "success"
+
+    with _import_blocked_at(
+        pipeline.leads_url, "compare", incoming, command=("import", str(incoming), "--config", str(scoring), "--json")
+    ) as process:
+        process.kill()
+        process.wait()
+    killed = _latest_run(pipeline.instance)
+    assert pipeline.scalar("SELECT count(*) FROM imports") == 1
+    assert pipeline.scalar("SELECT count(*) FROM lead_comparison") == 1
+
+    retry = _cli("retry", killed.run_id, "--json")
+    result = json.loads(retry.communicate(timeout=300)[0])
+
+    assert (result["status"], result["possible_duplicates"]) == ("success", 1), result["error"]
+    assert (tables(pipeline), pipeline.query(compared), pipeline.query(queue)) == expected
+    assert [row[0] for row in pipeline.query(compared)] == ["bob@gmail.com", "peter@initech.com", "rs@acme.com"]
 
 
 def test_faults_retry_killed_then_retried_again_equals_clean_run(make_pipeline, tmp_path):

@@ -1,11 +1,13 @@
-"""Possible-duplicate scoring at import time, on real PostgreSQL with pg_trgm and fuzzystrmatch."""
+"""Possible-duplicate scoring at import time, on real PostgreSQL (fuzzystrmatch for names' sounds)."""
 
 import uuid
 
+import polars as pl
 import psycopg
 import pytest
 from psycopg import sql
 
+from import_pipeline import scoring
 from import_pipeline.launch import import_file
 from import_pipeline.possible_duplicates import PossibleDuplicatesConfig, ensure_scoring
 
@@ -77,6 +79,63 @@ def test_possible_duplicates_off_without_extensions(pipeline):
         conn.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(conn.info.dbname)))
     url = pipeline.leads_url.replace("postgres:@", f"{role}:@", 1)
     with psycopg.connect(url, autocommit=True) as conn:
-        off, built = ensure_scoring(conn)
-    assert off is not None and built == []
-    assert "possible-duplicate scoring is off" in off and "pg_trgm, fuzzystrmatch" in off
+        off = ensure_scoring(conn)
+    assert off is not None
+    assert "possible-duplicate scoring is off" in off and "CREATE EXTENSION fuzzystrmatch" in off
+
+
+def test_possible_duplicates_application_leads_compared_as_they_are_now(pipeline, tmp_path):
+    """Leads the application inserts, changes or deletes between scoring imports are compared as they are then."""
+    _import(tmp_path, "existing.csv", EXISTING, {"enabled": True})
+    with psycopg.connect(pipeline.leads_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO leads (company_name, first_name, last_name, email, city) "
+            "VALUES ('Umbrella', 'Alise', 'Cooper', 'acooper@umbrella.com', 'Paris')"
+        )
+        # Robert Smith is now Robert Zimmerman: line 2 (Bob Smith) no longer resembles him; Maria Garcia is gone.
+        conn.execute("UPDATE leads SET last_name = 'Zimmerman' WHERE email = 'robert.smith@acme.com'")
+        conn.execute("DELETE FROM leads WHERE email = 'mgarcia@globex.com'")
+    _import(tmp_path, "incoming.csv", INCOMING, {"enabled": True})
+    queue = pipeline.query(
+        "SELECT d.source_row, c.email, d.reasons->>'first_name' FROM possible_duplicates d "
+        "JOIN leads c ON c.id = d.candidate_id ORDER BY d.source_row"
+    )
+    # Line 5 (Alice Cooper) repeats the application's Alise Cooper (a typo); nothing for lines 2 and 3 now.
+    rows = {row[0]: row[1:] for row in queue}
+    assert rows[5] == ("acooper@umbrella.com", "typo"), queue
+    assert 2 not in rows and 3 not in rows, queue
+    compared = pipeline.query(
+        "SELECT count(*), count(*) FILTER (WHERE l.xmin = c.version) FROM lead_comparison c JOIN leads l ON l.id = c.lead_id"
+    )[0]
+    assert compared == (pipeline.query("SELECT count(*) FROM leads")[0][0],) * 2
+
+
+def test_scoring_edit_distance_and_similarity_equal_the_database(pipeline):
+    """The scoring's local levenshtein and trigram similarity give fuzzystrmatch's and pg_trgm's values."""
+    pairs = pl.DataFrame(
+        {
+            "a": ["acme", "microsoft", "globex", "muller", "jose", "straße", "o", "smith", "x" * 40, "ßø", "abc"],
+            "b": [
+                "acmeindustries",
+                "mircosoft",
+                "globexcorp",
+                "mueller",
+                "josé",
+                "strasse",
+                "oo",
+                "smyth",
+                "y",
+                "ø",
+                "abc",
+            ],
+        }
+    )
+    with psycopg.connect(pipeline.leads_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS fuzzystrmatch")
+        expected = conn.execute(
+            "SELECT levenshtein(a, b), similarity(a, b) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY t(a, b, i) ORDER BY i",
+            (pairs["a"].to_list(), pairs["b"].to_list()),
+        ).fetchall()
+    assert scoring._edits(pairs).to_list() == [e for e, _ in expected]
+    assert scoring._similarity(pairs).to_list() == pytest.approx([s for _, s in expected], abs=1e-6)
