@@ -115,19 +115,22 @@ def _pages(cur: psycopg.Cursor, columns: tuple[str, ...]) -> Iterator[pl.DataFra
         after = page.get_column("lead_id").max()  # type: ignore[assignment]
 
 
-def lead_keys(cur: psycopg.Cursor, wanted: dict[str, pl.Series]) -> pl.DataFrame:
-    """(block, key, lead_id) of the live leads whose key of a block is among `wanted[block]` (keys as their
-    64-bit hashes: a collision only adds a pair, which is then judged on its values)."""
+def block_key(block: str) -> pl.Expr:
+    """A blocking key as a 64-bit hash, of its own block's (a collision only adds a pair, judged on its values)."""
+    return pl.col(block).hash(seed=BLOCKS.index(block))
+
+
+def lead_keys(cur: psycopg.Cursor, wanted: pl.Series) -> pl.DataFrame:
+    """(key, lead_id) of the live leads' blocking keys (`block_key`) that are among `wanted`."""
+    keys = wanted.implode()
     found = [
         page.filter(pl.col(b).is_not_null())
-        .select(pl.lit(i, pl.UInt8).alias("block"), pl.col(b).hash().alias("key"), "lead_id")
-        .filter(pl.col("key").is_in(wanted[b].implode()))
+        .select(key=block_key(b), lead_id="lead_id")
+        .filter(pl.col("key").is_in(keys))
         for page in _pages(cur, ("lead_id", *BLOCKS))
-        for i, b in enumerate(BLOCKS)
+        for b in BLOCKS
     ]
-    return (
-        pl.concat(found) if found else pl.DataFrame(schema={"block": pl.UInt8, "key": pl.UInt64, "lead_id": pl.Int64})
-    )
+    return pl.concat(found) if found else pl.DataFrame(schema={"key": pl.UInt64, "lead_id": pl.Int64})
 
 
 def lead_side_pages(cur: psycopg.Cursor, ids: pl.Series) -> Iterator[pl.DataFrame]:

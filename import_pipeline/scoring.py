@@ -22,7 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
 from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, ROLE_LOCAL_PARTS, SIDES, comparison_values
-from import_pipeline.lead_comparison import lead_keys, lead_side_pages
+from import_pipeline.lead_comparison import block_key, lead_keys, lead_side_pages
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -209,30 +209,29 @@ def judge(pairs: pl.DataFrame, scoring: DuplicateScoring) -> pl.DataFrame:
     return pairs.with_columns(score=points / 100).filter(pl.col("score") >= scoring.review_at)
 
 
-def _pairs_of(rows: pl.DataFrame, leads: pl.DataFrame, max_block: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The (source_row, lead_id) pairs sharing a key (of `lead_keys`) with at most max_block leads, and the
-    (source_row, candidate_row) pairs with an earlier row sharing a key of at most max_block rows."""
-    with_leads, in_file = [], []
-    for i, block in enumerate(BLOCKS):
-        keyed = rows.filter(pl.col(block).is_not_null()).select("source_row", key=pl.col(block).hash())
-        entries = leads.filter(pl.col("block") == i).select("key", "lead_id")
-        small = entries.group_by("key").len().filter(pl.col("len") <= max_block).select("key")
-        with_leads.append(
-            keyed.join(entries.join(small, on="key", how="semi"), on="key").select("source_row", "lead_id")
-        )
-        shared = keyed.group_by("key").len().filter(pl.col("len").is_between(2, max_block)).select("key")
-        earlier = keyed.join(shared, on="key", how="semi")
-        in_file.append(
-            earlier.join(earlier.rename({"source_row": "candidate_row"}), on="key")
-            .filter(pl.col("candidate_row") < pl.col("source_row"))
-            .select("source_row", "candidate_row")
-        )
-    # Not made distinct: a pair two blocks found (2% of them) is judged twice, and the best is kept once; the
-    # distinct pairs of 2.5 million took 500 MB (polars' unique of two columns).
-    return (
-        pl.concat(with_leads).with_columns(candidate_row=pl.lit(None, pl.Int64)),
-        pl.concat(in_file).with_columns(lead_id=pl.lit(None, pl.Int64)),
+def _row_keys(rows: pl.DataFrame) -> pl.DataFrame:
+    """(key, source_row) of each row's blocking keys, as `lead_keys` hashes them."""
+    return pl.concat(
+        rows.filter(pl.col(b).is_not_null()).select(key=block_key(b), source_row="source_row") for b in BLOCKS
     )
+
+
+def _in_file_pairs(row_keys: pl.DataFrame, max_block: int) -> pl.DataFrame:
+    """The (source_row, candidate_row) pairs with an earlier row sharing a key of at most max_block rows."""
+    shared = row_keys.group_by("key").len().filter(pl.col("len").is_between(2, max_block))
+    keyed = row_keys.join(shared.select("key"), on="key", how="semi")
+    return (
+        keyed.join(keyed.rename({"source_row": "candidate_row"}), on="key")
+        .filter(pl.col("candidate_row") < pl.col("source_row"))
+        .select("source_row", "candidate_row", lead_id=pl.lit(None, pl.Int64))
+    )
+
+
+def _small_blocks(entries: pl.DataFrame, max_block: int) -> pl.DataFrame:
+    """`entries` (key, lead_id) of the keys at most max_block leads share, in lead order."""
+    # One column of keys: grouped by (block, key), 1.6 million entries took 130 MB.
+    small = entries.group_by("key").len().filter(pl.col("len") <= max_block).select("key")
+    return entries.join(small, on="key", how="semi").sort("lead_id")
 
 
 def _best(judged: pl.DataFrame) -> pl.DataFrame:
@@ -273,26 +272,27 @@ def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateS
         {"source_row": pl.Int64, **dict.fromkeys(INPUT_COLUMNS, pl.String)},
     )
     rows = comparison_values(cur, staged)
-    keys = lead_keys(cur, {b: rows.get_column(b).drop_nulls().unique().hash() for b in BLOCKS})
-    with_leads, in_file = _pairs_of(rows, keys, scoring.max_block)
-    del keys
+    row_keys = _row_keys(rows)
+    entries = _small_blocks(lead_keys(cur, row_keys.get_column("key").unique()), scoring.max_block)
     a = _sides(rows, "source_row", "a", "source_row")
-    # The pairs of one page of leads at a time, in lead order: at most CHUNK leads' values in memory however
-    # many leads there are (the candidates of 100,000 rows at 1M leads were 891,414 leads).
-    with_leads = with_leads.sort("lead_id")
-    ids = with_leads.get_column("lead_id")
+    ids = entries.get_column("lead_id")
     best = []
-    for page in lead_side_pages(cur, ids):
+    # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
+    # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
+    for page in lead_side_pages(cur, ids.unique(maintain_order=True)):
         if page.is_empty():
             continue
-        first, last = page.item(0, "lead_id"), page.item(-1, "lead_id")
-        start, end = ids.search_sorted(first, "left"), ids.search_sorted(last, "right")
+        start = ids.search_sorted(page.item(0, "lead_id"), "left")
+        end = ids.search_sorted(page.item(-1, "lead_id"), "right")
         pairs = (
-            with_leads.slice(start, end - start)
+            entries.slice(start, end - start)
+            .join(row_keys, on="key")
+            .select("source_row", "lead_id", candidate_row=pl.lit(None, pl.Int64))
             .join(a, on="source_row")
             .join(_sides(page, "lead_id", "b", "lead_id"), on="lead_id")
         )
         best.append(_best(judge(pairs, scoring)))
+    in_file = _in_file_pairs(row_keys, scoring.max_block)
     b_rows = _sides(rows, "source_row", "b", "candidate_row")
     for start in range(0, in_file.height, PAIRS_PER_JUDGE):
         pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b_rows, on="candidate_row")
