@@ -148,7 +148,7 @@ def cost(work: Path, existing: int, rows: int, seed: int) -> dict:
             with conn.transaction(), conn.cursor() as cur:
                 filled = refresh_lead_comparison(cur)
             # As the first scoring import does before its load (load._compare_leads_now).
-            conn.execute("VACUUM (ANALYZE) lead_comparison")
+            conn.execute("VACUUM lead_comparison")
         fill_s = time.perf_counter() - started
         on_s, on_rss, on = state.timed_import(work / "cost_incoming.csv", "--config", str(work / "scoring.yaml"))
         url = state.url()
