@@ -243,8 +243,9 @@ def test_scan_landing_high_water_waits_behind_a_file_being_written(tmp_path):
     time.sleep(0.01)
     (tmp_path / "new.csv").write_text("c")
     first = scan_landing(tmp_path, LandingCursor())
-    with (tmp_path / "growing.csv").open("a") as f:
-        f.write("more")
+    # As if growing.csv had another size at the first tick: appending to it would move its ctime past
+    # new.csv's (with fine-grained timestamps, always), and the mark could then pass new.csv rightly.
+    first.cursor.pending["growing.csv"] = [0, 0]
     second = scan_landing(tmp_path, first.cursor)
     assert sorted(e.name for e in second.ready) == ["new.csv", "old.csv"]
     # The mark stays below the growing file; the newer file it passed is remembered by name.
