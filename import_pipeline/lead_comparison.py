@@ -22,27 +22,35 @@ CHUNK = 100_000
 COLUMNS = ("lead_id", "version", *SIDES, *BLOCKS)
 
 
+def _in_pages(cur: psycopg.Cursor, select: sql.Composable, schema: dict) -> Iterator[pl.DataFrame]:
+    """The rows of `select` (a query whose `lead_id` comes first and may be filtered on), CHUNK at a time in
+    lead order: keyset pages, each one indexed range of the primary key."""
+    after = 0
+    while True:
+        page = read_frame(
+            cur,
+            sql.SQL("SELECT * FROM ({}) x WHERE lead_id > {} ORDER BY lead_id LIMIT {}").format(
+                select, sql.Literal(after), sql.Literal(CHUNK)
+            ),
+            schema,
+        )
+        if page.is_empty():
+            return
+        yield page
+        after = page.get_column("lead_id").max()  # type: ignore[assignment]
+
+
 def _recompute(cur: psycopg.Cursor) -> int:
     """Write the values of the leads in `comparison_stale.id`, chunk by chunk; returns how many."""
-    done, after = 0, 0
-    while True:
-        leads = read_frame(
-            cur,
-            sql.SQL(
-                "SELECT l.id AS lead_id, l.xmin::text AS version, {columns} FROM leads l "
-                "WHERE l.id IN (SELECT id FROM comparison_stale) AND l.id > {after} ORDER BY l.id LIMIT {chunk}"
-            ).format(
-                columns=sql.SQL(", ").join(sql.Identifier("l", c) for c in INPUT_COLUMNS),
-                after=sql.Literal(after),
-                chunk=sql.Literal(CHUNK),
-            ),
-            {"lead_id": pl.Int64, "version": pl.String, **dict.fromkeys(INPUT_COLUMNS, pl.String)},
-        )
-        if leads.is_empty():
-            return done
+    done = 0
+    select = sql.SQL(
+        "SELECT l.id AS lead_id, l.xmin::text AS version, {} FROM leads l WHERE l.id IN (SELECT id FROM comparison_stale)"
+    ).format(sql.SQL(", ").join(sql.Identifier("l", c) for c in INPUT_COLUMNS))
+    schema = {"lead_id": pl.Int64, "version": pl.String, **dict.fromkeys(INPUT_COLUMNS, pl.String)}
+    for leads in _in_pages(cur, select, schema):
         values = comparison_values(cur, leads)
         done += copy_frames(cur, sql.Identifier("lead_comparison"), COLUMNS, [values], values.height)
-        after = leads.get_column("lead_id").max()  # type: ignore[assignment]
+    return done
 
 
 def _apply(cur: psycopg.Cursor, stale: sql.Composable) -> int:
@@ -100,19 +108,8 @@ def record_written(cur: psycopg.Cursor, import_id: int, rows: pl.DataFrame) -> i
 
 def _pages(cur: psycopg.Cursor, columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
     """`lead_comparison`'s `columns` (lead_id first), CHUNK rows at a time in lead order."""
-    after = 0
-    while True:
-        page = read_frame(
-            cur,
-            sql.SQL("SELECT {} FROM lead_comparison WHERE lead_id > {} ORDER BY lead_id LIMIT {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(after), sql.Literal(CHUNK)
-            ),
-            {"lead_id": pl.Int64, **dict.fromkeys(columns[1:], pl.String)},
-        )
-        if page.is_empty():
-            return
-        yield page
-        after = page.get_column("lead_id").max()  # type: ignore[assignment]
+    select = sql.SQL("SELECT {} FROM lead_comparison").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+    return _in_pages(cur, select, {"lead_id": pl.Int64, **dict.fromkeys(columns[1:], pl.String)})
 
 
 def block_key(block: str) -> pl.Expr:

@@ -104,7 +104,8 @@ def ensure_scoring(conn: psycopg.Connection) -> str | None:
             f"({type(e).__name__}: {' '.join(str(e).split())}); ask its administrator to install PostgreSQL's "
             "contrib modules or run CREATE EXTENSION fuzzystrmatch. Exact matching is unaffected"
         )
-    for index in _FORMER_INDEXES:
+    former = conn.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)", (list(_FORMER_INDEXES),))
+    for (index,) in former.fetchall():
         # Concurrently: the application's reads and writes of `leads` go on.
         conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index)))
     return None

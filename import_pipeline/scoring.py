@@ -150,9 +150,7 @@ def _last_name(pairs: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit("sounds alike"))
         .otherwise(pl.lit("different"))
     )
-    return _with_verdict(
-        pairs, d.select(al="a", bl="b", last_name="last_name").unique(["al", "bl"]), "al", "bl", "last_name"
-    )
+    return _with_verdict(pairs, d.select(al="a", bl="b", last_name="last_name"), "al", "bl", "last_name")
 
 
 def _exact_fields(pairs: pl.DataFrame) -> pl.DataFrame:
