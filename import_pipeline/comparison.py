@@ -17,10 +17,11 @@ INPUT_COLUMNS = ("first_name", "last_name", "company_name", "email_key", "phone_
 # Each side's values as the verdicts compare them: first name, last name and its sound, company without
 # legal forms, email local part and domain, phone digits, city.
 SIDES = ("f", "l", "ls", "c", "e", "d", "p", "y")
-# Together they find a person again under another email: by surname (its sound) and company, by company,
-# first name (its sound) and surname initial (a typo that changes a surname's sound mostly keeps its first
-# letter; without the initial, colleagues sharing a first name made most pairs: 562,527 for 20,000 rows), by
-# phone, by the email's local part.
+# Together they find a person again under another email: by surname (its sound), company and first initial
+# (without the initial, namesakes at common companies made 1.22 of the 2.49 million pairs of 100,000 rows at 1M
+# leads, for 0.5% of the duplicates found), by company, first name (its sound) and surname initial (a typo that
+# changes a surname's sound mostly keeps its first letter; without the initial, colleagues sharing a first name
+# made most pairs: 562,527 for 20,000 rows), by phone, by the email's local part.
 BLOCKS = ("block_name_company", "block_company_first_initial", "block_phone", "block_email_local")
 
 # Local parts that name a role, not a person: the same `info@` at two companies says nothing.
@@ -76,7 +77,7 @@ def comparison_values(cur: psycopg.Cursor, frame: pl.DataFrame) -> pl.DataFrame:
         word=_nonempty(pl.col("company").str.replace(r"^the ", "").str.split(" ").list.first()),
     )
     return values.with_columns(
-        block_name_company=pl.concat_str("ls", "word", separator="|"),
+        block_name_company=pl.concat_str("ls", "word", pl.col("f").str.head(1), separator="|"),
         block_company_first_initial=pl.concat_str("word", "fs", pl.col("l").str.head(1), separator="|"),
         block_phone=pl.col("p"),
         block_email_local=pl.when((pl.col("e").str.len_chars() >= 4) & ~pl.col("e").is_in(ROLE_LOCAL_PARTS)).then(

@@ -56,7 +56,7 @@ class PossibleDuplicatesConfig(dg.Config):
         "of inserting them; each merge is in the import's history and reverted with it.",
     )
     max_block: int = Field(
-        default=50,
+        default=20,
         ge=1,
         description="A blocking key shared by more live leads than this is not used (too common to tell apart).",
     )
@@ -75,7 +75,7 @@ class DuplicateScoring:
     flag_at: float = 0.7
     review_at: float = 0.57
     auto_merge: bool = False
-    max_block: int = 50
+    max_block: int = 20
 
     @classmethod
     def from_config(cls, config: PossibleDuplicatesConfig) -> "DuplicateScoring | None":

@@ -470,6 +470,17 @@ MIGRATIONS: tuple[tuple[int, str, sql.SQL | sql.Composed], ...] = (
             """
         ),
     ),
+    (
+        13,
+        "possible duplicates: the surname and company block takes the first initial; lead_comparison refilled",
+        sql.SQL(
+            """
+            -- Its blocking keys were computed without the initial: the next scoring import computes every live
+            -- lead again (as the first one did). The table is the pipeline's own: the application never waits.
+            TRUNCATE lead_comparison;
+            """
+        ),
+    ),
 )
 
 
