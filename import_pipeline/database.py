@@ -28,6 +28,21 @@ def initialize_pools(instance: dg.DagsterInstance) -> None:
             raise
 
 
+# Imports write leads one at a time (they wait for each other, never for the application, which
+# never takes this lock): what one import matched cannot be inserted by another under it.
+IMPORTS_LOCK = 7_246_002
+
+
+def wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
+    """Hold the imports' lock until commit; only another import's load is waited for, however long."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
+    if one_value(cur):
+        return
+    if log is not None:
+        log.info("load: waiting for another import to finish writing leads")
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
+
+
 def one_value(cur: psycopg.Cursor) -> Any:
     """The first column of the one row the cursor's last statement returned."""
     row = cur.fetchone()

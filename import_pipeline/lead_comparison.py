@@ -117,33 +117,26 @@ def block_key(block: str) -> pl.Expr:
     return pl.col(block).hash(seed=BLOCKS.index(block))
 
 
-def lead_keys(cur: psycopg.Cursor, wanted: pl.Series) -> pl.DataFrame:
-    """(key, lead_id) of the live leads' blocking keys (`block_key`) that are among `wanted`."""
+def lead_candidates(cur: psycopg.Cursor, wanted: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The live leads sharing a blocking key (`block_key`) among `wanted`: their (key, lead_id) entries, and
+    their (lead_id, SIDES), in lead order. One read of the table, page by page (reading the keys, then the
+    candidates' values, took two: 1.0 s and 0.9 s at 1M leads; the candidates of 100,000 rows were 673,828 of
+    them, their values 48 MB)."""
     keys = wanted.implode()
-    found = [
-        page.filter(pl.col(b).is_not_null())
-        .select(key=block_key(b), lead_id="lead_id")
-        .filter(pl.col("key").is_in(keys))
-        for page in _pages(cur, ("lead_id", *BLOCKS))
-        for b in BLOCKS
-    ]
-    return pl.concat(found) if found else pl.DataFrame(schema={"key": pl.UInt64, "lead_id": pl.Int64})
-
-
-def lead_side_pages(cur: psycopg.Cursor, ids: pl.Series) -> Iterator[pl.DataFrame]:
-    """(lead_id, SIDES) of the leads `ids` (sorted), at most CHUNK leads at a time in lead order: by id when
-    they are few, else every page of the table (the candidates of 100,000 rows were 891,414 of 1M leads)."""
-    if ids.is_empty():
-        return
-    if ids.len() > CHUNK:
-        wanted = ids.implode()
-        for page in _pages(cur, ("lead_id", *SIDES)):
-            yield page.filter(pl.col("lead_id").is_in(wanted))
-        return
-    yield read_frame(
-        cur,
-        sql.SQL("SELECT lead_id, {} FROM lead_comparison WHERE lead_id = ANY({}) ORDER BY lead_id").format(
-            sql.SQL(", ").join(map(sql.Identifier, SIDES)), sql.Literal(ids.unique().to_list())
-        ),
-        {"lead_id": pl.Int64, **dict.fromkeys(SIDES, pl.String)},
-    )
+    entries, sides = [], []
+    for page in _pages(cur, ("lead_id", *SIDES, *BLOCKS)):
+        found = pl.concat(
+            page.filter(pl.col(b).is_not_null())
+            .select(key=block_key(b), lead_id="lead_id")
+            .filter(pl.col("key").is_in(keys))
+            for b in BLOCKS
+        )
+        entries.append(found)
+        sides.append(
+            page.filter(pl.col("lead_id").is_in(found.get_column("lead_id").implode())).select("lead_id", *SIDES)
+        )
+    if not entries:
+        return pl.DataFrame(schema={"key": pl.UInt64, "lead_id": pl.Int64}), pl.DataFrame(
+            schema={"lead_id": pl.Int64, **dict.fromkeys(SIDES, pl.String)}
+        )
+    return pl.concat(entries), pl.concat(sides)

@@ -10,6 +10,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -19,8 +20,9 @@ import psycopg
 from psycopg import sql
 from pydantic import Field, model_validator
 
+from import_pipeline.concurrent_scoring import ConcurrentScoring
 from import_pipeline.config import LOAD_POOL
-from import_pipeline.database import LeadsDatabase, one_value
+from import_pipeline.database import LeadsDatabase, wait_for_other_imports
 from import_pipeline.dedupe import (
     drop_in_file_duplicates,
     ensure_key_indexes,
@@ -28,13 +30,12 @@ from import_pipeline.dedupe import (
     match_existing,
     move_losers,
 )
-from import_pipeline.lead_comparison import record_written, refresh_lead_comparison
+from import_pipeline.lead_comparison import record_written
 from import_pipeline.ledger import CountsDoNotAddUp, check_conservation, claim_import, earlier_import, record_xids
 from import_pipeline.parts import Parts
 from import_pipeline.plan import PlanReport, changes_markdown, latest_plan, plan_difference
 from import_pipeline.possible_duplicates import (
     DUPLICATE_COUNTS,
-    DuplicateScoring,
     ensure_scoring,
     match_flagged,
     record_possible_duplicates,
@@ -42,7 +43,7 @@ from import_pipeline.possible_duplicates import (
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
-from import_pipeline.scoring import score_rows
+from import_pipeline.scoring import staged_rows, unmatched_rows, write_scored
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -58,9 +59,8 @@ APPROVE_JOB = "approve_import_job"  # commits an import that awaits approval (jo
 # The longest the load waits for a row lock (a lead the application holds in an open transaction) or
 # for a lead the application is inserting with the same email; then the attempt starts again.
 LOCK_TIMEOUT = "5s"
-# Imports write leads one at a time (they wait for each other, never for the application, which
-# never takes this lock): what one import matched cannot be inserted by another under it.
-IMPORTS_LOCK = 7_246_002
+# The lap of the possible-duplicate scoring on its own connection (`concurrent_scoring`), beside the others.
+SCORED_BESIDE = "score possible duplicates beside the load"
 
 
 class LoadConfig(dg.Config):
@@ -103,33 +103,11 @@ class LoadConfig(dg.Config):
         return self
 
 
-def wait_for_other_imports(cur: psycopg.Cursor, log=None) -> None:
-    """Hold the imports' lock until commit; only another import's load is waited for, however long."""
-    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
-    if one_value(cur):
-        return
-    if log is not None:
-        log.info("load: waiting for another import to finish writing leads")
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (IMPORTS_LOCK,))
-
-
-def _compare_leads_now(conn: psycopg.Connection, log) -> None:
-    """Before a scoring import's load: `lead_comparison` brought up to date in a transaction of its own (the
-    first time, every live lead: about 12 s at 1M leads), then vacuumed (`conn` in autocommit).
-
-    Leads the application writes after it are compared by the next scoring import: looking again inside the
-    load cost another 0.9 s at 1M leads (the same join of the two tables) for the seconds in between.
-    """
-    with conn.transaction(), conn.cursor() as cur:
-        wait_for_other_imports(cur, log)
-        refreshed = refresh_lead_comparison(cur)
-    if refreshed:
-        log.info(f"load: {refreshed:,} leads new or changed since the last scoring import, compared as they are now")
-    # Scans of rows just written set their hint bits as they go: the import right after a fill of 1M leads
-    # scored in 13.2 s, the same import on the vacuumed table in 6.6 to 8.1 s. Only pages written since are
-    # read; skipped, not waited for, while another session (autovacuum) holds the table. Not analyzed: its
-    # queries go by primary key or read it whole, and ANALYZE was 0.36 s of the 0.41 s at 1M leads.
-    conn.execute("VACUUM (SKIP_LOCKED) lead_comparison")
+def _write_scored(cur: psycopg.Cursor, scoring: ConcurrentScoring, laps: Laps) -> None:
+    """Wait for the scoring beside the load; what it found goes to the temporary table `scored`."""
+    scored = scoring.scored()
+    laps.beside(SCORED_BESIDE, scored.seconds)
+    write_scored(cur, scored.found)
 
 
 def _link_resubmitted_rows(cur: psycopg.Cursor, summary: FileSummary, import_id: int) -> None:
@@ -169,14 +147,14 @@ def load_import(
     log=None,
     laps: Laps | None = None,
     plan: PlanReport | None = None,
-    scoring: DuplicateScoring | None = None,
+    scoring: ConcurrentScoring | None = None,
 ) -> dict:
     """Load one file in one transaction; returns its counts.
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
     with `already_imported_as` naming the partition that holds these bytes. With `plan`, the very same
-    load is rolled back at the end, after `plan` has written what it would change. With `scoring`, the
-    rows no key matched are scored as possible duplicates (`possible_duplicates`) and queued.
+    load is rolled back at the end, after `plan` has written what it would change. With `scoring` (started
+    comparing), the rows no key matched are scored as possible duplicates beside the writes, then queued.
     """
     lap = laps or Laps()
     keys, keep = summary.match_keys, summary.keep
@@ -200,9 +178,19 @@ def load_import(
         copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
         cur.execute(sql.SQL("ANALYZE {}").format(staging))
+        if scoring is not None:
+            # Beside the matching: the rows' values, and the leads sharing their keys, once the comparison is current.
+            scoring.start_finding(staged_rows(cur, staging))
         lap("copy to staging")
         drop_in_file_duplicates(cur, staging, keys, keep)
         lap("drop in-file duplicates")
+        if scoring is not None:
+            refreshed = scoring.compared()
+            if refreshed and log is not None:
+                log.info(
+                    f"load: {refreshed:,} leads new or changed since the last scoring import, compared as they are now"
+                )
+            lap("compare leads as they are now")
         wait_for_other_imports(cur, log)
         lap("wait for other imports")
         # Every lock the load waits for on `leads` is bounded: an application transaction holding a
@@ -210,21 +198,23 @@ def load_import(
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         match_existing(cur, staging, keys, keep)
         lap("match existing")
-        auto_merged = scoring is not None and scoring.auto_merge
-        compared: pl.DataFrame | None = None
+        auto_merged = scoring is not None and scoring.scoring.auto_merge
         if scoring is not None:
-            compared = score_rows(cur, staging, scoring)
-            if auto_merged and match_flagged(cur, staging):
-                # Two rows merged into one candidate: the first (`keep`) is merged, the other repeats it.
-                move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.SQL("s.match_id"))
+            scoring.start_scoring(unmatched_rows(cur, staging))
+            if auto_merged:
+                # The merges are writes of this load: their candidates are needed first.
+                _write_scored(cur, scoring, lap)
+                if match_flagged(cur, staging):
+                    # Two rows merged into one candidate: the first (`keep`) is merged, the other repeats it.
+                    move_losers(cur, staging, sql.Identifier("match_id"), keep, lead=sql.SQL("s.match_id"))
             lap("score possible duplicates")
         inserted_plainly, savepoint_xid = apply_strategy(
             cur, staging, config, import_id, summary.source_file, keys, keep, lap, log, auto_merged
         )
         record_xids(cur, import_id, savepoint_xid)
-        if compared is not None:
+        if scoring is not None:
             # The leads this import wrote, compared as they are now by the next scoring import.
-            record_written(cur, import_id, compared)
+            record_written(cur, import_id, scoring.rows())
             lap("compare the leads written")
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")
@@ -269,6 +259,9 @@ def load_import(
         check_conservation(counts)
         lap("rejected rows")
         if scoring is not None:
+            if not auto_merged:
+                _write_scored(cur, scoring, lap)
+                lap("score possible duplicates: what the writes did not cover")
             counts |= record_possible_duplicates(cur, staging, import_id)
             lap("queue possible duplicates")
         cur.execute("UPDATE imports SET counts = %s WHERE id = %s", (json.dumps(counts), import_id))
@@ -330,15 +323,20 @@ def load_with_retries(
                     context.log.info(f"load: built the index {index} for this import's match keys")
                 if scoring is not None:
                     off = ensure_scoring(conn)
-                    if off is None:
-                        _compare_leads_now(conn, context.log)
-                        laps("compare leads as they are now")
                     if off is not None:
                         context.log.warning(f"load: {off}")
                         warnings.append(off)
                         scoring = None
             indexed = True
-        with leads_db.connect() as conn:
+        # The worker is left (waited for) after the load's connection: a failed attempt rolls back first.
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="possible-duplicates") as worker,
+            leads_db.connect() as conn,
+        ):
+            concurrent = None
+            if scoring is not None:
+                concurrent = ConcurrentScoring(scoring, leads_db, worker)
+                concurrent.start_comparing()
             return load_import(
                 conn,
                 leads,
@@ -349,7 +347,7 @@ def load_with_retries(
                 log=context.log,
                 laps=laps,
                 plan=plan,
-                scoring=scoring,
+                scoring=concurrent,
             )
 
     return with_retries(context, leads_db, "load", attempt)

@@ -35,3 +35,9 @@ class Laps:
         self._last = now
         if self.log is not None:
             self.log.info(f"load: {phase} took {self.seconds[phase]:,.1f} s")
+
+    def beside(self, phase: str, seconds: float) -> None:
+        """A phase that ran on another connection beside the others: recorded, not part of their sum."""
+        self.seconds[phase] = round(seconds, 2)
+        if self.log is not None:
+            self.log.info(f"load: {phase} took {seconds:,.1f} s")

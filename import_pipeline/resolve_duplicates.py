@@ -18,13 +18,12 @@ import psycopg
 from psycopg import sql
 from pydantic import Field, model_validator
 
-from import_pipeline.database import LeadsDatabase, one_value
+from import_pipeline.database import LeadsDatabase, one_value, wait_for_other_imports
 from import_pipeline.jobs import leads
 from import_pipeline.load import (
     LOCK_TIMEOUT,
     OUTCOME_TAG_PREFIX,
     RetriesExhausted,
-    wait_for_other_imports,
     with_retries,
 )
 from import_pipeline.plan import markdown_cell

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from pydantic import Field
 
-from import_pipeline.database import LeadsDatabase, one_value
+from import_pipeline.database import LeadsDatabase, one_value, wait_for_other_imports
 from import_pipeline.landing import landed_files_partitions_def
 from import_pipeline.ledger import latest_import
 from import_pipeline.load import (
@@ -24,7 +24,6 @@ from import_pipeline.load import (
     LOCK_TIMEOUT,
     OUTCOME_TAG_PREFIX,
     RetriesExhausted,
-    wait_for_other_imports,
     with_retries,
 )
 from import_pipeline.plan import markdown_table, report_from_query, spreadsheet_safe

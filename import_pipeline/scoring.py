@@ -11,6 +11,7 @@ of surnames per page): rapidfuzz's Levenshtein distance (fuzzystrmatch's `levens
 similarity, computed alike here. In SQL the same verdicts took 14.1 s and the sides' normalization 18.4 s.
 """
 
+import dataclasses
 import importlib.resources
 from functools import cache
 
@@ -22,7 +23,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
 from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, ROLE_LOCAL_PARTS, SIDES, comparison_values
-from import_pipeline.lead_comparison import block_key, lead_keys, lead_side_pages
+from import_pipeline.lead_comparison import CHUNK, block_key, lead_candidates
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -47,6 +48,11 @@ WEIGHTS: dict[str, dict[str, int]] = {
 }
 # Pairs of the file's own rows judged at once (about 80 MB with their values).
 PAIRS_PER_JUDGE = 250_000
+# A row's best candidate as `best_candidates` hands it to `write_scored`: a live lead or an earlier row.
+FOUND_SCHEMA = {
+    "source_row": pl.Int64, "lead_id": pl.Int64, "candidate_row": pl.Int64, "score": pl.Float64, "band": pl.String,
+    **dict.fromkeys(WEIGHTS, pl.String),
+}  # fmt: skip
 
 
 @cache
@@ -208,7 +214,7 @@ def judge(pairs: pl.DataFrame, scoring: DuplicateScoring) -> pl.DataFrame:
 
 
 def _row_keys(rows: pl.DataFrame) -> pl.DataFrame:
-    """(key, source_row) of each row's blocking keys, as `lead_keys` hashes them."""
+    """(key, source_row) of each row's blocking keys, as `lead_candidates` hashes them."""
     return pl.concat(
         rows.filter(pl.col(b).is_not_null()).select(key=block_key(b), source_row="source_row") for b in BLOCKS
     )
@@ -245,41 +251,62 @@ def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFr
     return frame.select(pl.col(key).alias(rename), *(pl.col(s).alias(prefix + s) for s in SIDES))
 
 
-def create_scored_table(cur: psycopg.Cursor) -> None:
-    """`scored`: each row's best candidate from review_at, if any (a live lead or an earlier row)."""
-    cur.execute(
-        """
-        CREATE TEMPORARY TABLE scored (
-            source_row integer PRIMARY KEY, lead_id bigint, candidate_row integer,
-            score real NOT NULL, band text NOT NULL, reasons jsonb NOT NULL
-        ) ON COMMIT DROP
-        """
-    )
-
-
-def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateScoring) -> pl.DataFrame:
-    """Score the staged rows no key matched against live leads and earlier rows: each row's best candidate
-    from `review_at` goes to `scored`. Returns the rows' values (source_row, SIDES, BLOCKS), which the leads
-    they become take in `lead_comparison`. `lead_comparison` must be current (`refresh_lead_comparison`)."""
-    create_scored_table(cur)
-    staged = read_frame(
+def staged_rows(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.DataFrame:
+    """What scoring computes the staged rows' values from (source_row, INPUT_COLUMNS), every row."""
+    return read_frame(
         cur,
-        sql.SQL("SELECT source_row, {} FROM {} WHERE match_id IS NULL").format(
+        sql.SQL("SELECT source_row, {} FROM {}").format(
             sql.SQL(", ").join(map(sql.Identifier, INPUT_COLUMNS)), staging
         ),
         {"source_row": pl.Int64, **dict.fromkeys(INPUT_COLUMNS, pl.String)},
     )
+
+
+def unmatched_rows(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.Series:
+    """The source rows left in staging that no key matched (after the in-file and existing matches)."""
+    frame = read_frame(
+        cur,
+        sql.SQL("SELECT source_row FROM {} WHERE match_id IS NULL").format(staging),
+        {"source_row": pl.Int64},
+    )
+    return frame.get_column("source_row")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """A file's rows as scoring sees them, and the live leads sharing their blocking keys: found while the load
+    stages and matches them, before it is known which rows no key matched."""
+
+    rows: pl.DataFrame  # source_row, SIDES, BLOCKS: also what the leads they become take in lead_comparison
+    row_keys: pl.DataFrame  # key, source_row
+    lead_entries: pl.DataFrame  # key, lead_id
+    lead_sides: pl.DataFrame  # lead_id, SIDES, in lead order
+
+
+def find_candidates(cur: psycopg.Cursor, staged: pl.DataFrame) -> Candidates:
+    """`staged`'s (`staged_rows`) comparison values and the live leads sharing a blocking key with one of them.
+    Only reads `lead_comparison`, which must be current (`refresh_lead_comparison`)."""
     rows = comparison_values(cur, staged)
     row_keys = _row_keys(rows)
-    entries = _small_blocks(lead_keys(cur, row_keys.get_column("key").unique()), scoring.max_block)
+    return Candidates(rows, row_keys, *lead_candidates(cur, row_keys.get_column("key").unique()))
+
+
+def best_candidates(candidates: Candidates, unmatched: pl.Series, scoring: DuplicateScoring) -> pl.DataFrame:
+    """Each of the `unmatched` rows' best candidate from `review_at` among the live leads and earlier rows, with
+    its score, band and verdicts."""
+    scored = unmatched.implode()
+    rows = candidates.rows.filter(pl.col("source_row").is_in(scored))
+    row_keys = candidates.row_keys.filter(pl.col("source_row").is_in(scored))
+    # Blocks are sized by all the leads sharing the key, whichever rows remain to score.
+    entries = _small_blocks(candidates.lead_entries, scoring.max_block)
+    entries = entries.filter(pl.col("key").is_in(row_keys.get_column("key").implode()))
     a = _sides(rows, "source_row", "a", "source_row")
     ids = entries.get_column("lead_id")
     best = []
     # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
     # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
-    for page in lead_side_pages(cur, ids.unique(maintain_order=True)):
-        if page.is_empty():
-            continue
+    sides = candidates.lead_sides.filter(pl.col("lead_id").is_in(ids.implode()))
+    for page in sides.iter_slices(CHUNK):
         start = ids.search_sorted(page.item(0, "lead_id"), "left")
         end = ids.search_sorted(page.item(-1, "lead_id"), "right")
         pairs = (
@@ -296,22 +323,32 @@ def score_rows(cur: psycopg.Cursor, staging: sql.Identifier, scoring: DuplicateS
         pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b_rows, on="candidate_row")
         best.append(_best(judge(pairs, scoring)))
     if not best:
-        return rows
+        return pl.DataFrame(schema=FOUND_SCHEMA)
     found = _best(pl.concat(best, how="diagonal_relaxed")).with_columns(
         band=pl.when(pl.col("score") >= scoring.flag_at).then(pl.lit(FLAGGED)).otherwise(pl.lit(REVIEW))
     )
-    fields = list(WEIGHTS)
+    return found.select(list(FOUND_SCHEMA))
+
+
+def write_scored(cur: psycopg.Cursor, found: pl.DataFrame) -> None:
+    """`scored` (temporary): each row's best candidate from review_at (`best_candidates`), with its reasons."""
+    cur.execute(
+        """
+        CREATE TEMPORARY TABLE scored (
+            source_row integer PRIMARY KEY, lead_id bigint, candidate_row integer,
+            score real NOT NULL, band text NOT NULL, reasons jsonb NOT NULL
+        ) ON COMMIT DROP
+        """
+    )
     cur.execute(
         "CREATE TEMPORARY TABLE judged (source_row integer, lead_id bigint, candidate_row integer, score real, "
         "band text, first_name text, last_name text, company text, email text, phone text, city text) ON COMMIT DROP"
     )
-    columns = ["source_row", "lead_id", "candidate_row", "score", "band", *fields]
-    copy_frames(cur, sql.Identifier("judged"), columns, [found], found.height)
-    reasons = sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(f), sql.Identifier(f)) for f in fields)
+    copy_frames(cur, sql.Identifier("judged"), list(FOUND_SCHEMA), [found], found.height)
+    reasons = sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(f), sql.Identifier(f)) for f in WEIGHTS)
     cur.execute(
         sql.SQL(
             "INSERT INTO scored (source_row, lead_id, candidate_row, score, band, reasons) "
             "SELECT source_row, lead_id, candidate_row, score, band, jsonb_strip_nulls(jsonb_build_object({})) FROM judged"
         ).format(reasons)
     )
-    return rows

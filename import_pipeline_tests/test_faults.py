@@ -41,6 +41,9 @@ BLOCKED_AT = {
     "compare": ("lead_comparison", 'COPY "lead_comparison"'),
     # A resolution of possible duplicates, after its ledger row, at its first lead's history.
     "resolve": ("lead_history", "INSERT INTO lead_history"),
+    # A scoring import's worker, bringing `lead_comparison` up to date beside the staging (it only reads there
+    # when nothing changed: held off by the one mode that stops reads).
+    "comparing": ("lead_comparison", "comparison_stale", "ACCESS EXCLUSIVE"),
 }
 # resolve_duplicates_job in a process of its own (it has no CLI command: the Launchpad launches it).
 RESOLVE = (
@@ -65,10 +68,10 @@ def _import_blocked_at(
 ) -> subprocess.Popen:
     """An `import-pipeline import` (or `command`, or Python `code`) process held inside the given statement by a
     lock this test owns."""
-    table, statement = BLOCKED_AT[step]
+    table, statement, mode = (*BLOCKED_AT[step], "EXCLUSIVE")[:3]
     # Activity is read on its own connection: a transaction sees one frozen statistics snapshot.
     with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watcher:
-        holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        holder.execute(f"LOCK TABLE {table} IN {mode} MODE")
         process = _python(code) if code else _cli(*(command or ("import", str(path), "--json")), env=env)
         deadline = time.monotonic() + 120
         while not watcher.execute(
@@ -310,6 +313,40 @@ def test_faults_server_stopped_mid_load_and_back_in_time_is_carried_through(pipe
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM leads").fetchone()[0] == 5 + FILLER
         assert conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 1
+
+
+def test_faults_server_stopped_while_scoring_beside_the_load_is_carried_through(pipeline, tmp_path, own_server):
+    """The scoring's worker loses its connection while the load stages the file: the attempt fails, the next one
+    leaves the queue a clean run leaves."""
+    url, pg_ctl, start = own_server
+    existing, incoming, scoring = tmp_path / "existing.csv", tmp_path / "incoming.csv", tmp_path / "scoring.yaml"
+    existing.write_text(
+        "Company,First Name,Last Name,Email,Phone\nACME Inc.,Robert,Smith,rs@acme.com,+1 415 555 0100\n"
+    )
+    incoming.write_text(
+        "Company,First Name,Last Name,Email,Phone,City\nAcme,Bob,Smith,bob@gmail.com,4155550100,Boston\n"
+    )
+    scoring.write_text("ops:\n  dedupe:\n    config:\n      possible_duplicates:\n        enabled: true\n")
+    config = {"ops": {"dedupe": {"config": {"possible_duplicates": {"enabled": True}}}}}
+    assert import_file(existing, config)["status"] == "success"
+
+    command = ("import", str(incoming), "--config", str(scoring), "--json")
+    with _import_blocked_at(url, "comparing", incoming, command=command) as process:
+        pg_ctl("-m", "immediate", "stop")
+        time.sleep(2)
+        start()
+    result = json.loads(process.communicate(timeout=300)[0])
+
+    assert (result["status"], result["possible_duplicates"], result["inserted"]) == ("success", 1, 1), result["error"]
+    assert any(
+        "load attempt 1 failed (OperationalError" in m for m in _load_warnings(pipeline.instance, result["run_id"])
+    )
+    with psycopg.connect(url) as conn:
+        queue = conn.execute(
+            "SELECT d.band, d.reasons->>'first_name', c.email FROM possible_duplicates d JOIN leads c ON c.id = d.candidate_id"
+        ).fetchall()
+        compared = conn.execute("SELECT count(*) FROM lead_comparison").fetchone()[0]
+    assert (queue, compared) == ([("flagged", "nickname", "rs@acme.com")], 2)
 
 
 @pytest.mark.parametrize("step", ["copy", "merge"])

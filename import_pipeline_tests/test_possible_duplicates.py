@@ -38,9 +38,11 @@ def _import(tmp_path, name: str, text: str, scoring: dict) -> dict:
 def test_possible_duplicates_flagged_queued_and_new(pipeline, tmp_path):
     """Each scored row is still inserted; the queue names its candidate, band, score and reasons."""
     _import(tmp_path, "existing.csv", EXISTING, {"enabled": False})
-    result = _import(tmp_path, "incoming.csv", INCOMING, {"enabled": True})
+    # Line 7 is Robert Smith again, by his email: an exact match, never scored (nor a candidate of line 2).
+    again = "ACME Inc.,Robert,Smith,robert.smith@acme.com,+1 415 555 0100,Boston\n"
+    result = _import(tmp_path, "incoming.csv", INCOMING + again, {"enabled": True})
     counts = result
-    assert (counts["inserted"], counts["rows_read"]) == (5, 5)
+    assert (counts["inserted"], counts["duplicates_existing"], counts["rows_read"]) == (5, 1, 6)
     queue = pipeline.query(
         "SELECT d.source_row, d.band, d.status, c.email, d.reasons FROM possible_duplicates d "
         "JOIN leads c ON c.id = d.candidate_id ORDER BY d.source_row"
@@ -50,7 +52,7 @@ def test_possible_duplicates_flagged_queued_and_new(pipeline, tmp_path):
     assert by_row[2][3]["first_name"] == "nickname" and by_row[2][3]["phone"] == "same"
     assert by_row[3][0] == "review" and by_row[3][3]["first_name"] == "same" and by_row[3][3]["company"] == "same"
     assert by_row[6][2] == "alice@umbrella.com"
-    assert 4 not in by_row and 5 not in by_row
+    assert 4 not in by_row and 5 not in by_row and 7 not in by_row
     assert pipeline.query("SELECT count(*) FROM leads")[0][0] == 8
 
 
