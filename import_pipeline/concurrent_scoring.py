@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import polars as pl
 
+from import_pipeline.comparison import comparison_values
 from import_pipeline.database import LeadsDatabase, wait_for_other_imports
 from import_pipeline.lead_comparison import refresh_lead_comparison
 from import_pipeline.possible_duplicates import DuplicateScoring
@@ -55,6 +56,7 @@ class ConcurrentScoring:
     leads_db: LeadsDatabase
     worker: ThreadPoolExecutor
     _compared: "Future[int] | None" = None
+    _rows: "Future[pl.DataFrame] | None" = None
     _candidates: "Future[Candidates] | None" = None
     _scored: "Future[Scored] | None" = None
 
@@ -69,13 +71,15 @@ class ConcurrentScoring:
         return self._compared.result()
 
     def start_finding(self, staged: pl.DataFrame) -> None:
-        """Find the live leads sharing a blocking key with `staged` (`staged_rows`), beside the matching."""
-        self._candidates = self.worker.submit(self._on_own_connection, find_candidates, staged)
+        """Compute `staged`'s (`staged_rows`) comparison values, then find the live leads sharing a blocking key
+        with them, beside the matching: two tasks, the load's writes need the values only."""
+        rows = self._rows = self.worker.submit(self._on_own_connection, comparison_values, staged)
+        self._candidates = self.worker.submit(lambda: self._on_own_connection(find_candidates, rows.result()))
 
     def rows(self) -> pl.DataFrame:
-        """Wait for `start_finding`'s task; the staged rows' comparison values (source_row, SIDES, BLOCKS)."""
-        assert self._candidates is not None, "start_finding first"
-        return self._candidates.result().rows
+        """Wait for `start_finding`'s first task; the staged rows' comparison values (source_row, SIDES, BLOCKS)."""
+        assert self._rows is not None, "start_finding first"
+        return self._rows.result()
 
     def start_scoring(self, unmatched: pl.Series) -> None:
         """Score the `unmatched` rows against their candidates, beside the load's writes."""

@@ -82,7 +82,8 @@ def refresh_lead_comparison(cur: psycopg.Cursor) -> int:
 
 def record_written(cur: psycopg.Cursor, import_id: int, rows: pl.DataFrame) -> int:
     """After an import's writes: its new leads take the values its rows had (`rows`: source_row, SIDES,
-    BLOCKS), the other leads it wrote are recomputed; returns the leads recorded."""
+    BLOCKS), the other leads it wrote (`outcomes`) are recomputed; returns the leads recorded. A lead left out
+    is not wrong, only late: the next refresh computes it."""
     inserted = read_frame(
         cur,
         sql.SQL(
@@ -99,10 +100,10 @@ def record_written(cur: psycopg.Cursor, import_id: int, rows: pl.DataFrame) -> i
         sql.SQL(
             """
             SELECT CASE WHEN {live} THEN l.id END AS id, l.id AS kept FROM leads l
-            WHERE l.id IN (SELECT id FROM leads WHERE created_by_import = {import_id} UNION SELECT lead_id FROM outcomes)
+            WHERE l.id IN (SELECT lead_id FROM outcomes)
               AND NOT EXISTS (SELECT FROM lead_comparison c WHERE c.lead_id = l.id AND c.version = l.xmin)
             """
-        ).format(live=LIVE, import_id=sql.Literal(import_id)),
+        ).format(live=LIVE),
     )
 
 

@@ -5,10 +5,11 @@ shared by more than `max_block` leads (a very common surname at a very common co
 skipped. Each compared pair gets a verdict per field, points per verdict (`WEIGHTS`) and a score from 0 to 1;
 the best candidate of each row from `review_at` goes to the temporary table `scored`.
 
-The pairs are judged with polars in this process, page by page of `lead_comparison`, each fuzzy function once
-per distinct pair of values (the 2.5 million pairs of 100,000 rows at 1M leads hold about 25,000 distinct pairs
-of surnames per page): rapidfuzz's Levenshtein distance (fuzzystrmatch's `levenshtein`) and pg_trgm's trigram
-similarity, computed alike here. In SQL the same verdicts took 14.1 s and the sides' normalization 18.4 s.
+The candidates are found in one read of `lead_comparison` (`find_candidates`), then the pairs are judged with
+polars in this process, a page of candidate leads at a time, each fuzzy function once per distinct pair of values
+(the 1.1 million pairs of 100,000 rows at 1M leads): rapidfuzz's Levenshtein distance (fuzzystrmatch's
+`levenshtein`) and pg_trgm's trigram similarity, computed alike here. In SQL the same verdicts took 14.1 s and
+the sides' normalization 18.4 s.
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ from psycopg import sql
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, ROLE_LOCAL_PARTS, SIDES, comparison_values
+from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, ROLE_LOCAL_PARTS, SIDES
 from import_pipeline.lead_comparison import CHUNK, block_key, lead_candidates
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
 from import_pipeline.staging import copy_frames, read_frame
@@ -75,9 +76,9 @@ def best_without(field: str) -> int:
 
 
 def _edits(pairs: pl.DataFrame) -> pl.Series:
-    """The Levenshtein distance of each of `pairs`' (a, b): fuzzystrmatch's levenshtein(), locally."""
-    a, b = pairs.get_column("a").to_list(), pairs.get_column("b").to_list()
-    return pl.Series(cpdist(a, b, scorer=Levenshtein.distance, dtype=np.int32, workers=-1) if a else [], dtype=pl.Int32)
+    """The Levenshtein distance of each of `pairs`' (x, y): fuzzystrmatch's levenshtein(), locally."""
+    x, y = pairs.get_column("x").to_list(), pairs.get_column("y").to_list()
+    return pl.Series(cpdist(x, y, scorer=Levenshtein.distance, dtype=np.int32, workers=-1) if x else [], dtype=pl.Int32)
 
 
 def _trigrams(word: str) -> frozenset[str]:
@@ -86,37 +87,66 @@ def _trigrams(word: str) -> frozenset[str]:
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
 
 
-def _similarity(pairs: pl.DataFrame) -> pl.Series:
-    """pg_trgm's similarity() of each of `pairs`' (a, b), one-word company keys: shared trigrams over all."""
-    trigrams = cache(_trigrams)
-    shares = []
-    for a, b in pairs.select("a", "b").iter_rows():
-        x, y = trigrams(a), trigrams(b)
-        common = len(x & y)
-        shares.append(common / (len(x) + len(y) - common))
-    return pl.Series(shares, dtype=pl.Float32)
+class Similarity:
+    """pg_trgm's similarity() of one-word company keys, shared trigrams over all, each pair of keys computed
+    once per scoring (the pages of one import meet the same companies again)."""
+
+    def __init__(self) -> None:
+        self._trigrams = cache(_trigrams)
+        self._known: dict[tuple[str, str], float] = {}
+
+    def __call__(self, pairs: pl.DataFrame) -> pl.Series:
+        """The similarity of each of `pairs`' (x, y)."""
+        known, trigrams = self._known, self._trigrams
+        shares = []
+        for pair in pairs.select("x", "y").iter_rows():
+            share = known.get(pair)
+            if share is None:
+                x, y = trigrams(pair[0]), trigrams(pair[1])
+                common = len(x & y)
+                share = known[pair] = common / (len(x) + len(y) - common)
+            shares.append(share)
+        return pl.Series(shares, dtype=pl.Float32)
 
 
-def _distinct(pairs: pl.DataFrame, a: str, b: str, *more: str) -> pl.DataFrame:
-    """The distinct pairs of different, present values of `a` and `b` (renamed a, b; `more` kept)."""
+def hashed(column: str) -> pl.Expr:
+    """A value as pairs carry it: its 64-bit hash, null when missing. Pairs compare, deduplicate and join on
+    numbers (an import of 100,000 rows at 1M leads peaked 60 to 90 MB lower than with the values themselves,
+    as fast). Two different values sharing a hash would be judged the same: with about 10^7 comparisons an import
+    of 1.1 million pairs, the odds are about 1 in 10^12 per import. The values stand behind the hashes where a verdict needs them (`_words`)."""
+    return pl.when(pl.col(column).is_not_null()).then(pl.col(column).hash())
+
+
+def _words(frames: list[pl.DataFrame], side: str) -> pl.DataFrame:
+    """(hash, value) of the distinct values of `side` in `frames`: what a pair's hashes stand for."""
+    values = pl.concat([f.get_column(side) for f in frames]).drop_nulls().unique()
+    return values.to_frame("value").with_columns(hash=hashed("value"))
+
+
+def _distinct(pairs: pl.DataFrame, words: pl.DataFrame, a: str, b: str, *more: str) -> pl.DataFrame:
+    """The distinct pairs of different, present values of `a` and `b` (hashes, renamed a, b; `more` kept),
+    with the values themselves as x and y."""
     present = pl.col(a).is_not_null() & pl.col(b).is_not_null() & (pl.col(a) != pl.col(b))
-    return pairs.filter(present).select(a, b, *more).unique().rename({a: "a", b: "b"})
+    d = pairs.filter(present).select(a, b, *more).unique().rename({a: "a", b: "b"})
+    return d.join(words.rename({"hash": "a", "value": "x"}), on="a", maintain_order="left").join(
+        words.rename({"hash": "b", "value": "y"}), on="b", maintain_order="left"
+    )
 
 
-def _first_name(pairs: pl.DataFrame) -> pl.DataFrame:
+def _first_name(pairs: pl.DataFrame, words: pl.DataFrame) -> pl.DataFrame:
     """`pairs` with the first names' verdict: same, initial, nickname, typo (one edit), different."""
-    d = _distinct(pairs, "af", "bf")
+    d = _distinct(pairs, words, "af", "bf")
     forms = first_name_forms()
     nicknames = (
-        d.join(forms, left_on="a", right_on="name")
-        .join(forms, left_on=["b", "formal"], right_on=["name", "formal"], how="semi")
+        d.join(forms, left_on="x", right_on="name")
+        .join(forms, left_on=["y", "formal"], right_on=["name", "formal"], how="semi")
         .select("a", "b")
         .unique()
         .with_columns(nickname=pl.lit(True))
     )
-    short = pl.min_horizontal(pl.col("a").str.len_chars(), pl.col("b").str.len_chars())
-    initial = ((pl.col("a").str.len_chars() == 1) & pl.col("b").str.starts_with(pl.col("a"))) | (
-        (pl.col("b").str.len_chars() == 1) & pl.col("a").str.starts_with(pl.col("b"))
+    short = pl.min_horizontal(pl.col("x").str.len_chars(), pl.col("y").str.len_chars())
+    initial = ((pl.col("x").str.len_chars() == 1) & pl.col("y").str.starts_with(pl.col("x"))) | (
+        (pl.col("y").str.len_chars() == 1) & pl.col("x").str.starts_with(pl.col("y"))
     )
     d = d.with_columns(edits=_edits(d)).join(nicknames, on=["a", "b"], how="left", maintain_order="left")
     d = d.with_columns(
@@ -145,10 +175,10 @@ def _with_verdict(pairs: pl.DataFrame, verdicts: pl.DataFrame, a: str, b: str, f
     )
 
 
-def _last_name(pairs: pl.DataFrame) -> pl.DataFrame:
+def _last_name(pairs: pl.DataFrame, words: pl.DataFrame) -> pl.DataFrame:
     """`pairs` with the surnames' verdict: same, typo (one edit, two from eight letters), sounds alike, different."""
-    d = _distinct(pairs, "al", "bl", "als", "bls")
-    short = pl.min_horizontal(pl.col("a").str.len_chars(), pl.col("b").str.len_chars())
+    d = _distinct(pairs, words, "al", "bl", "als", "bls")
+    short = pl.min_horizontal(pl.col("x").str.len_chars(), pl.col("y").str.len_chars())
     d = d.with_columns(edits=_edits(d)).with_columns(
         last_name=pl.when(pl.col("edits") <= pl.when(short >= 8).then(2).otherwise(1))
         .then(pl.lit("typo"))
@@ -159,23 +189,44 @@ def _last_name(pairs: pl.DataFrame) -> pl.DataFrame:
     return _with_verdict(pairs, d.select(al="a", bl="b", last_name="last_name"), "al", "bl", "last_name")
 
 
-def _exact_fields(pairs: pl.DataFrame) -> pl.DataFrame:
-    """`pairs` with the verdicts that need no fuzzy function: email, phone, city."""
-    contains = pl.col("ae").str.contains
-    surname_a = pl.coalesce("al", "bl", pl.lit("-")).str.replace_all(" ", "", literal=True)
-    surname_b = pl.coalesce("bl", "al", pl.lit("-")).str.replace_all(" ", "", literal=True)
-    first = pl.coalesce("af", "bf", pl.lit(""))
-    # Made of either name (john.smith, jsmith, johns): namesakes share it too.
+def _name_based(pairs: pl.DataFrame, words: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(ae, al, bl, af, bf) of `pairs` whose email local part (the same on both sides) is made of either name
+    (john.smith, jsmith, johns): namesakes share it too."""
+    d = pairs.filter(pl.col("ae") == pl.col("be")).select("ae", "al", "bl", "af", "bf").unique()
+    for side, column in (("e", "ae"), ("l", "al"), ("l", "bl"), ("f", "af"), ("f", "bf")):
+        d = d.join(words[side].rename({"hash": column, "value": f"{column}_"}), on=column, how="left", nulls_equal=True)
+    contains = pl.col("ae_").str.contains
+    surname_a = pl.coalesce("al_", "bl_", pl.lit("-")).str.replace_all(" ", "", literal=True)
+    surname_b = pl.coalesce("bl_", "al_", pl.lit("-")).str.replace_all(" ", "", literal=True)
+    first = pl.coalesce("af_", "bf_", pl.lit(""))
     name_based = (
         contains(surname_a, literal=True)
         | contains(surname_b, literal=True)
         | ((first.str.len_chars() >= 3) & contains(first, literal=True))
     )
+    return d.select("ae", "al", "bl", "af", "bf", name_based=name_based)
+
+
+def _exact_fields(pairs: pl.DataFrame, words: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """`pairs` with the verdicts that need no fuzzy function: email, phone, city."""
+    name_based = (
+        pairs.select("ae", "al", "bl", "af", "bf")
+        .join(
+            _name_based(pairs, words),
+            on=["ae", "al", "bl", "af", "bf"],
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+        .get_column("name_based")
+    )
+    roles = pl.Series(ROLE_LOCAL_PARTS).hash().implode()
+    free_mail = pl.Series(FREE_MAIL_DOMAINS).hash().implode()
     both = {f: pl.col(f"a{f}").is_not_null() & pl.col(f"b{f}").is_not_null() for f in ("p", "y")}
     return pairs.with_columns(
-        email=pl.when((pl.col("ae") == pl.col("be")) & ~pl.col("ae").is_in(ROLE_LOCAL_PARTS))
+        email=pl.when((pl.col("ae") == pl.col("be")) & ~pl.col("ae").is_in(roles))
         .then(pl.when(name_based).then(pl.lit("same name-based local part")).otherwise(pl.lit("same local part")))
-        .when((pl.col("ad") == pl.col("bd")) & ~pl.col("ad").is_in(FREE_MAIL_DOMAINS))
+        .when((pl.col("ad") == pl.col("bd")) & ~pl.col("ad").is_in(free_mail))
         .then(pl.lit("same domain")),
         phone=pl.when(both["p"]).then(
             pl.when(pl.col("ap") == pl.col("bp")).then(pl.lit("same")).otherwise(pl.lit("different"))
@@ -191,22 +242,25 @@ def _points(field: str) -> pl.Expr:
     return pl.col(field).replace_strict(WEIGHTS[field], default=0, return_dtype=pl.Int32).fill_null(0)
 
 
-def judge(pairs: pl.DataFrame, scoring: DuplicateScoring) -> pl.DataFrame:
-    """Each pair (a*: the row's SIDES, b*: the candidate's) with its verdicts and score, from `review_at` only."""
-    pairs = _last_name(pairs)
+def judge(
+    pairs: pl.DataFrame, words: dict[str, pl.DataFrame], similarity: Similarity, scoring: DuplicateScoring
+) -> pl.DataFrame:
+    """Each pair (a*: the row's SIDES, b*: the candidate's, as `hashed`; `words`: the values of f, l, c and the
+    rows' e) with its verdicts and score, from `review_at` only."""
+    pairs = _last_name(pairs, words["l"])
     if best_without("last_name") < scoring.review_at * 100:
         # A surname that differs caps the score below review_at (0.45 at the default weights): most pairs of a
         # block of colleagues sharing a first name are dropped before the other verdicts.
         pairs = pairs.filter(pl.col("last_name").ne_missing("different"))
-    pairs = _exact_fields(_first_name(pairs))
+    pairs = _exact_fields(_first_name(pairs, words["f"]), words)
     others = pl.sum_horizontal(_points(f) for f in WEIGHTS if f != "company")
     company_known = pl.col("ac").is_not_null() & pl.col("bc").is_not_null()
     # Only a pair that could reach review_at with a similar company needs the similarity itself.
     best = others + pl.when(pl.col("ac") == pl.col("bc")).then(15).when(company_known).then(8).otherwise(0)
     pairs = pairs.filter(best >= scoring.review_at * 100)
-    d = _distinct(pairs, "ac", "bc")
+    d = _distinct(pairs, words["c"], "ac", "bc")
     d = d.with_columns(
-        company=pl.when(_similarity(d) >= 0.5).then(pl.lit("similar")).otherwise(pl.lit("different"))
+        company=pl.when(similarity(d) >= 0.5).then(pl.lit("similar")).otherwise(pl.lit("different"))
     ).select(ac="a", bc="b", company="company")
     pairs = _with_verdict(pairs, d, "ac", "bc", "company")
     points = pl.sum_horizontal(_points(f) for f in WEIGHTS).clip(0, 100)
@@ -247,8 +301,8 @@ def _best(judged: pl.DataFrame) -> pl.DataFrame:
 
 
 def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFrame:
-    """`frame`'s SIDES, prefixed, keyed by `key` (renamed `rename`)."""
-    return frame.select(pl.col(key).alias(rename), *(pl.col(s).alias(prefix + s) for s in SIDES))
+    """`frame`'s SIDES `hashed`, prefixed, keyed by `key` (renamed `rename`)."""
+    return frame.select(pl.col(key).alias(rename), *(hashed(s).alias(prefix + s) for s in SIDES))
 
 
 def staged_rows(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.DataFrame:
@@ -283,10 +337,9 @@ class Candidates:
     lead_sides: pl.DataFrame  # lead_id, SIDES, in lead order
 
 
-def find_candidates(cur: psycopg.Cursor, staged: pl.DataFrame) -> Candidates:
-    """`staged`'s (`staged_rows`) comparison values and the live leads sharing a blocking key with one of them.
-    Only reads `lead_comparison`, which must be current (`refresh_lead_comparison`)."""
-    rows = comparison_values(cur, staged)
+def find_candidates(cur: psycopg.Cursor, rows: pl.DataFrame) -> Candidates:
+    """The live leads sharing a blocking key with one of `rows` (`comparison_values` of `staged_rows`). Only
+    reads `lead_comparison`, which must be current (`refresh_lead_comparison`)."""
     row_keys = _row_keys(rows)
     return Candidates(rows, row_keys, *lead_candidates(cur, row_keys.get_column("key").unique()))
 
@@ -306,6 +359,8 @@ def best_candidates(candidates: Candidates, unmatched: pl.Series, scoring: Dupli
     # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
     # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
     sides = candidates.lead_sides.filter(pl.col("lead_id").is_in(ids.implode()))
+    words = {side: _words([rows, sides], side) for side in ("f", "l", "c")} | {"e": _words([rows], "e")}
+    similarity = Similarity()
     for page in sides.iter_slices(CHUNK):
         start = ids.search_sorted(page.item(0, "lead_id"), "left")
         end = ids.search_sorted(page.item(-1, "lead_id"), "right")
@@ -316,12 +371,12 @@ def best_candidates(candidates: Candidates, unmatched: pl.Series, scoring: Dupli
             .join(a, on="source_row")
             .join(_sides(page, "lead_id", "b", "lead_id"), on="lead_id")
         )
-        best.append(_best(judge(pairs, scoring)))
+        best.append(_best(judge(pairs, words, similarity, scoring)))
     in_file = _in_file_pairs(row_keys, scoring.max_block)
     b_rows = _sides(rows, "source_row", "b", "candidate_row")
     for start in range(0, in_file.height, PAIRS_PER_JUDGE):
         pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b_rows, on="candidate_row")
-        best.append(_best(judge(pairs, scoring)))
+        best.append(_best(judge(pairs, words, similarity, scoring)))
     if not best:
         return pl.DataFrame(schema=FOUND_SCHEMA)
     found = _best(pl.concat(best, how="diagonal_relaxed")).with_columns(
