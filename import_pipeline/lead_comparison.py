@@ -7,13 +7,14 @@ this narrow table instead of normalizing `leads`' values in SQL (measured at 1M 
 candidates of 100,000 rows), and `leads` carries no blocking index for the application's writes to upkeep.
 """
 
+import dataclasses
 from collections.abc import Iterator
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
-from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, SIDES, comparison_values
+from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, SIDES, WORD_SIDES, block_key, comparison_values, hashed
 from import_pipeline.schema import LIVE
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -113,31 +114,36 @@ def _pages(cur: psycopg.Cursor, columns: tuple[str, ...]) -> Iterator[pl.DataFra
     return _in_pages(cur, select, {"lead_id": pl.Int64, **dict.fromkeys(columns[1:], pl.String)})
 
 
-def block_key(block: str) -> pl.Expr:
-    """A blocking key as a 64-bit hash, of its own block's (a collision only adds a pair, judged on its values)."""
-    return pl.col(block).hash(seed=BLOCKS.index(block))
+@dataclasses.dataclass(frozen=True)
+class LeadValues:
+    """Every live lead's comparison values as scoring carries them (`hashed`, `block_key`), and the words behind
+    the hashes of WORD_SIDES."""
+
+    keys: pl.DataFrame  # lead_id, BLOCKS as block keys
+    sides: pl.DataFrame  # lead_id, SIDES hashed, in lead order
+    words: dict[str, pl.DataFrame]  # per WORD_SIDES: value, hash
 
 
-def lead_candidates(cur: psycopg.Cursor, wanted: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The live leads sharing a blocking key (`block_key`) among `wanted`: their (key, lead_id) entries, and
-    their (lead_id, SIDES), in lead order. One read of the table, page by page (reading the keys, then the
-    candidates' values, took two: 1.0 s and 0.9 s at 1M leads; the candidates of 100,000 rows were 673,828 of
-    them, their values 48 MB)."""
-    keys = wanted.implode()
-    entries, sides = [], []
+def read_lead_values(cur: psycopg.Cursor) -> LeadValues:
+    """`lead_comparison` read once, page by page, each page's values hashed as it comes (1M leads: about 2 s, and
+    104 MB held; their text would have been 330 MB), before anyone knows which keys a file's rows have."""
+    keys, sides = [], []
+    words: dict[str, list[pl.Series]] = {side: [] for side in WORD_SIDES}
     for page in _pages(cur, ("lead_id", *SIDES, *BLOCKS)):
-        found = pl.concat(
-            page.filter(pl.col(b).is_not_null())
-            .select(key=block_key(b), lead_id="lead_id")
-            .filter(pl.col("key").is_in(keys))
-            for b in BLOCKS
-        )
-        entries.append(found)
-        sides.append(
-            page.filter(pl.col("lead_id").is_in(found.get_column("lead_id").implode())).select("lead_id", *SIDES)
-        )
-    if not entries:
-        return pl.DataFrame(schema={"key": pl.UInt64, "lead_id": pl.Int64}), pl.DataFrame(
-            schema={"lead_id": pl.Int64, **dict.fromkeys(SIDES, pl.String)}
-        )
-    return pl.concat(entries), pl.concat(sides)
+        keys.append(page.select("lead_id", *(block_key(b).alias(b) for b in BLOCKS)))
+        sides.append(page.select("lead_id", *(hashed(side).alias(side) for side in SIDES)))
+        for side, found in words.items():
+            found.append(page.get_column(side).drop_nulls().unique())
+    key_schema = {"lead_id": pl.Int64, **dict.fromkeys(BLOCKS, pl.UInt64)}
+    side_schema = {"lead_id": pl.Int64, **dict.fromkeys(SIDES, pl.UInt64)}
+    return LeadValues(
+        pl.concat(keys) if keys else pl.DataFrame(schema=key_schema),
+        pl.concat(sides) if sides else pl.DataFrame(schema=side_schema),
+        {side: words_of(found) for side, found in words.items()},
+    )
+
+
+def words_of(values: list[pl.Series]) -> pl.DataFrame:
+    """(value, hash) of the distinct values among `values`: what the hashes stand for."""
+    distinct = pl.concat(values).drop_nulls().unique() if values else pl.Series([], dtype=pl.String)
+    return distinct.to_frame("value").with_columns(hash=hashed("value"))

@@ -43,7 +43,7 @@ from import_pipeline.possible_duplicates import (
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
-from import_pipeline.scoring import staged_rows, unmatched_rows, write_scored
+from import_pipeline.scoring import staged_values, write_scored
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -178,9 +178,6 @@ def load_import(
         copy_frames(cur, staging, STAGED_COLUMNS, staged, leads.rows, log)
         # Temporary tables are never analyzed automatically; without statistics the matching plan is quadratic.
         cur.execute(sql.SQL("ANALYZE {}").format(staging))
-        if scoring is not None:
-            # Beside the matching: the rows' values, and the leads sharing their keys, once the comparison is current.
-            scoring.start_finding(staged_rows(cur, staging))
         lap("copy to staging")
         drop_in_file_duplicates(cur, staging, keys, keep)
         lap("drop in-file duplicates")
@@ -199,8 +196,11 @@ def load_import(
         match_existing(cur, staging, keys, keep)
         lap("match existing")
         auto_merged = scoring is not None and scoring.scoring.auto_merge
+        compared: pl.DataFrame | None = None
         if scoring is not None:
-            scoring.start_scoring(unmatched_rows(cur, staging))
+            # Computed here, not by the worker: it is still reading the leads, and the writes need these.
+            compared = staged_values(cur, staging)
+            scoring.start_scoring(compared)
             if auto_merged:
                 # The merges are writes of this load: their candidates are needed first.
                 _write_scored(cur, scoring, lap)
@@ -212,9 +212,9 @@ def load_import(
             cur, staging, config, import_id, summary.source_file, keys, keep, lap, log, auto_merged
         )
         record_xids(cur, import_id, savepoint_xid)
-        if scoring is not None:
+        if compared is not None:
             # The leads this import wrote, compared as they are now by the next scoring import.
-            record_written(cur, import_id, scoring.rows())
+            record_written(cur, import_id, compared)
             lap("compare the leads written")
         # The tables below are the pipeline's own: no application session waits behind the load there.
         cur.execute("SET LOCAL lock_timeout = 0")

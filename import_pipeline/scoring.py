@@ -23,8 +23,17 @@ from psycopg import sql
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, ROLE_LOCAL_PARTS, SIDES
-from import_pipeline.lead_comparison import CHUNK, block_key, lead_candidates
+from import_pipeline.comparison import (
+    BLOCKS,
+    INPUT_COLUMNS,
+    ROLE_LOCAL_PARTS,
+    SIDES,
+    WORD_SIDES,
+    block_key,
+    comparison_values,
+    hashed,
+)
+from import_pipeline.lead_comparison import CHUNK, LeadValues, words_of
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -107,20 +116,6 @@ class Similarity:
                 share = known[pair] = common / (len(x) + len(y) - common)
             shares.append(share)
         return pl.Series(shares, dtype=pl.Float32)
-
-
-def hashed(column: str) -> pl.Expr:
-    """A value as pairs carry it: its 64-bit hash, null when missing. Pairs compare, deduplicate and join on
-    numbers (an import of 100,000 rows at 1M leads peaked 60 to 90 MB lower than with the values themselves,
-    as fast). Two different values sharing a hash would be judged the same: with about 10^7 comparisons an import
-    of 1.1 million pairs, the odds are about 1 in 10^12 per import. The values stand behind the hashes where a verdict needs them (`_words`)."""
-    return pl.when(pl.col(column).is_not_null()).then(pl.col(column).hash())
-
-
-def _words(frames: list[pl.DataFrame], side: str) -> pl.DataFrame:
-    """(hash, value) of the distinct values of `side` in `frames`: what a pair's hashes stand for."""
-    values = pl.concat([f.get_column(side) for f in frames]).drop_nulls().unique()
-    return values.to_frame("value").with_columns(hash=hashed("value"))
 
 
 def _distinct(pairs: pl.DataFrame, words: pl.DataFrame, a: str, b: str, *more: str) -> pl.DataFrame:
@@ -269,9 +264,7 @@ def judge(
 
 def _row_keys(rows: pl.DataFrame) -> pl.DataFrame:
     """(key, source_row) of each row's blocking keys, as `lead_candidates` hashes them."""
-    return pl.concat(
-        rows.filter(pl.col(b).is_not_null()).select(key=block_key(b), source_row="source_row") for b in BLOCKS
-    )
+    return pl.concat(rows.select(key=block_key(b), source_row="source_row").drop_nulls("key") for b in BLOCKS)
 
 
 def _in_file_pairs(row_keys: pl.DataFrame, max_block: int) -> pl.DataFrame:
@@ -305,62 +298,52 @@ def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFr
     return frame.select(pl.col(key).alias(rename), *(hashed(s).alias(prefix + s) for s in SIDES))
 
 
-def staged_rows(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.DataFrame:
-    """What scoring computes the staged rows' values from (source_row, INPUT_COLUMNS), every row."""
-    return read_frame(
+def staged_values(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.DataFrame:
+    """The comparison values (source_row, SIDES, BLOCKS) of the staged rows no key matched: what they are scored
+    on, and what the leads they become take in `lead_comparison`."""
+    staged = read_frame(
         cur,
-        sql.SQL("SELECT source_row, {} FROM {}").format(
+        sql.SQL("SELECT source_row, {} FROM {} WHERE match_id IS NULL").format(
             sql.SQL(", ").join(map(sql.Identifier, INPUT_COLUMNS)), staging
         ),
         {"source_row": pl.Int64, **dict.fromkeys(INPUT_COLUMNS, pl.String)},
     )
-
-
-def unmatched_rows(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.Series:
-    """The source rows left in staging that no key matched (after the in-file and existing matches)."""
-    frame = read_frame(
-        cur,
-        sql.SQL("SELECT source_row FROM {} WHERE match_id IS NULL").format(staging),
-        {"source_row": pl.Int64},
-    )
-    return frame.get_column("source_row")
+    return comparison_values(cur, staged)
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidates:
-    """A file's rows as scoring sees them, and the live leads sharing their blocking keys: found while the load
-    stages and matches them, before it is known which rows no key matched."""
+    """A file's rows as scoring sees them, and the live leads sharing their blocking keys."""
 
-    rows: pl.DataFrame  # source_row, SIDES, BLOCKS: also what the leads they become take in lead_comparison
+    rows: pl.DataFrame  # source_row, SIDES, BLOCKS
     row_keys: pl.DataFrame  # key, source_row
     lead_entries: pl.DataFrame  # key, lead_id
-    lead_sides: pl.DataFrame  # lead_id, SIDES, in lead order
+    lead_sides: pl.DataFrame  # lead_id, SIDES hashed, in lead order
+    words: dict[str, pl.DataFrame]  # WORD_SIDES' and the rows' e: value, hash
 
 
-def find_candidates(cur: psycopg.Cursor, rows: pl.DataFrame) -> Candidates:
-    """The live leads sharing a blocking key with one of `rows` (`comparison_values` of `staged_rows`). Only
-    reads `lead_comparison`, which must be current (`refresh_lead_comparison`)."""
+def find_candidates(rows: pl.DataFrame, leads: LeadValues) -> Candidates:
+    """The live leads (`read_lead_values`) sharing a blocking key with one of `rows` (`staged_values`)."""
     row_keys = _row_keys(rows)
-    return Candidates(rows, row_keys, *lead_candidates(cur, row_keys.get_column("key").unique()))
+    wanted = row_keys.get_column("key").unique().implode()
+    entries = pl.concat(leads.keys.select(key=b, lead_id="lead_id").filter(pl.col("key").is_in(wanted)) for b in BLOCKS)
+    sides = leads.sides.filter(pl.col("lead_id").is_in(entries.get_column("lead_id").implode()))
+    words = {side: words_of([leads.words[side].get_column("value"), rows.get_column(side)]) for side in WORD_SIDES}
+    return Candidates(rows, row_keys, entries, sides, words | {"e": words_of([rows.get_column("e")])})
 
 
-def best_candidates(candidates: Candidates, unmatched: pl.Series, scoring: DuplicateScoring) -> pl.DataFrame:
-    """Each of the `unmatched` rows' best candidate from `review_at` among the live leads and earlier rows, with
-    its score, band and verdicts."""
-    scored = unmatched.implode()
-    rows = candidates.rows.filter(pl.col("source_row").is_in(scored))
-    row_keys = candidates.row_keys.filter(pl.col("source_row").is_in(scored))
-    # Blocks are sized by all the leads sharing the key, whichever rows remain to score.
+def best_candidates(candidates: Candidates, scoring: DuplicateScoring) -> pl.DataFrame:
+    """Each row's best candidate from `review_at` among the live leads and earlier rows, with its score, band and
+    verdicts."""
+    rows, row_keys = candidates.rows, candidates.row_keys
     entries = _small_blocks(candidates.lead_entries, scoring.max_block)
-    entries = entries.filter(pl.col("key").is_in(row_keys.get_column("key").implode()))
     a = _sides(rows, "source_row", "a", "source_row")
     ids = entries.get_column("lead_id")
     best = []
     # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
     # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
     sides = candidates.lead_sides.filter(pl.col("lead_id").is_in(ids.implode()))
-    words = {side: _words([rows, sides], side) for side in ("f", "l", "c")} | {"e": _words([rows], "e")}
-    similarity = Similarity()
+    words, similarity = candidates.words, Similarity()
     for page in sides.iter_slices(CHUNK):
         start = ids.search_sorted(page.item(0, "lead_id"), "left")
         end = ids.search_sorted(page.item(-1, "lead_id"), "right")
@@ -369,7 +352,7 @@ def best_candidates(candidates: Candidates, unmatched: pl.Series, scoring: Dupli
             .join(row_keys, on="key")
             .select("source_row", "lead_id", candidate_row=pl.lit(None, pl.Int64))
             .join(a, on="source_row")
-            .join(_sides(page, "lead_id", "b", "lead_id"), on="lead_id")
+            .join(page.select(pl.col("lead_id"), *(pl.col(side).alias("b" + side) for side in SIDES)), on="lead_id")
         )
         best.append(_best(judge(pairs, words, similarity, scoring)))
     in_file = _in_file_pairs(row_keys, scoring.max_block)
