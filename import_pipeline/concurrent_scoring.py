@@ -1,10 +1,10 @@
-"""Possible-duplicate scoring beside the load, on connections of its own: `lead_comparison` brought up to date
-while the load stages the file, the rows scored while it writes.
+"""Possible-duplicate scoring beside the load, on a connection of its own: `lead_comparison` brought up to date
+and read while the load stages and matches the file, the rows scored while it writes.
 
 Scoring only reads `lead_comparison` and hands the load a frame; the load's transaction alone writes. Measured
-at 1M leads for 100,000 rows on 2 cores (`bench/possible_duplicates.py`): the import with scoring took 1.83x
-the one without when the scoring ran after the matching, 1.56x beside the load; of the scoring's 3.8 s,
-1.2 s are left once the load's writes are done.
+at 1M leads for 100,000 rows on 2 cores (`bench/possible_duplicates.py`), the import with scoring against the
+same import without: 1.83x with the scoring after the matching; 1.56x beside the load, reading the leads once
+the file was staged (the load's writes then waited for it); 1.21x and 1.48x reading them from the start.
 """
 
 import dataclasses
