@@ -3,8 +3,8 @@ and read while the load stages and matches the file, the rows scored while it wr
 
 Scoring only reads `lead_comparison` and hands the load a frame; the load's transaction alone writes. Measured
 at 1M leads for 100,000 rows on 2 cores (`bench/possible_duplicates.py`), the import with scoring against the
-same import without: 1.83x with the scoring after the matching; 1.56x beside the load, reading the leads once
-the file was staged (the load's writes then waited for it); 1.21x and 1.48x reading them from the start.
+same import without: reading the leads once the file was staged, 1.83x in two scans, 1.56x in one (the load's
+writes then waited for the reading); reading them from the start, 1.21x to 1.48x in four runs.
 """
 
 import dataclasses
