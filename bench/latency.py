@@ -32,8 +32,11 @@ def _timeline(file_name: str, landed_at: float) -> dict:
 
     with dg.DagsterInstance.get() as instance:
         record = instance.get_run_records(dg.RunsFilter(tags={"import_pipeline/source_file": file_name}), limit=1)[0]
+        # Step keys are the `leads` asset's ops ("leads.parse"); by their last part, as before the asset.
         steps = {
-            (r.event_log_entry.step_key, r.event_log_entry.dagster_event.event_type_value): r.event_log_entry.timestamp
+            (r.event_log_entry.step_key.split(".")[-1], r.event_log_entry.dagster_event.event_type_value): (
+                r.event_log_entry.timestamp
+            )
             for r in instance.get_records_for_run(record.dagster_run.run_id).records
             if r.event_log_entry.dagster_event is not None and r.event_log_entry.step_key
         }
