@@ -328,27 +328,29 @@ def load_with_retries(
                         warnings.append(off)
                         scoring = None
             indexed = True
-        # The worker is left (waited for) after the load's connection: a failed attempt rolls back first.
-        with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="possible-duplicates") as worker,
-            leads_db.connect() as conn,
-        ):
-            concurrent = None
-            if scoring is not None:
-                concurrent = ConcurrentScoring(scoring, leads_db, worker)
-                concurrent.start_comparing()
-            return load_import(
-                conn,
-                leads,
-                rejected,
-                summary,
-                config,
-                context.run_id,
-                log=context.log,
-                laps=laps,
-                plan=plan,
-                scoring=concurrent,
-            )
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="possible-duplicates")
+        try:
+            with leads_db.connect() as conn:
+                concurrent = None
+                if scoring is not None:
+                    concurrent = ConcurrentScoring(scoring, leads_db, worker)
+                    concurrent.start_comparing()
+                return load_import(
+                    conn,
+                    leads,
+                    rejected,
+                    summary,
+                    config,
+                    context.run_id,
+                    log=context.log,
+                    laps=laps,
+                    plan=plan,
+                    scoring=concurrent,
+                )
+        finally:
+            # After the load's connection (a failed attempt rolls back first); a task not started yet is dropped
+            # (a file imported before returns before its scoring is needed).
+            worker.shutdown(wait=True, cancel_futures=True)
 
     return with_retries(context, leads_db, "load", attempt)
 
