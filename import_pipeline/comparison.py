@@ -103,3 +103,9 @@ def block_key(block: str) -> pl.Expr:
     """A blocking key as a 64-bit hash, of its own block's (a collision only adds a pair, judged on its values);
     null when the key is."""
     return pl.when(pl.col(block).is_not_null()).then(pl.col(block).hash(seed=BLOCKS.index(block)))
+
+
+def words_of(values: list[pl.Series]) -> pl.DataFrame:
+    """(value, hash) of the distinct values among `values`: what the `hashed` values stand for."""
+    distinct = pl.concat(values).drop_nulls().unique() if values else pl.Series([], dtype=pl.String)
+    return distinct.to_frame("value").with_columns(hash=hashed("value"))

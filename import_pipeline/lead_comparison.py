@@ -15,7 +15,16 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, SIDES, WORD_SIDES, block_key, comparison_values, hashed
+from import_pipeline.comparison import (
+    BLOCKS,
+    INPUT_COLUMNS,
+    SIDES,
+    WORD_SIDES,
+    block_key,
+    comparison_values,
+    hashed,
+    words_of,
+)
 from import_pipeline.schema import LIVE
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -143,9 +152,3 @@ def read_lead_values(cur: psycopg.Cursor) -> LeadValues:
         pl.concat(sides) if sides else pl.DataFrame(schema=side_schema),
         {side: words_of(found) for side, found in words.items()},
     )
-
-
-def words_of(values: list[pl.Series]) -> pl.DataFrame:
-    """(value, hash) of the distinct values among `values`: what the hashes stand for."""
-    distinct = pl.concat(values).drop_nulls().unique() if values else pl.Series([], dtype=pl.String)
-    return distinct.to_frame("value").with_columns(hash=hashed("value"))

@@ -31,13 +31,11 @@ class Laps:
 
     def __call__(self, phase: str) -> None:
         now = time.perf_counter()
-        self.seconds[phase] = round(now - self._last, 2)
+        self.beside(phase, now - self._last)
         self._last = now
-        if self.log is not None:
-            self.log.info(f"load: {phase} took {self.seconds[phase]:,.1f} s")
 
     def beside(self, phase: str, seconds: float) -> None:
         """A phase that ran on another connection beside the others: recorded, not part of their sum."""
         self.seconds[phase] = round(seconds, 2)
         if self.log is not None:
-            self.log.info(f"load: {phase} took {seconds:,.1f} s")
+            self.log.info(f"load: {phase} took {self.seconds[phase]:,.1f} s")

@@ -32,8 +32,9 @@ from import_pipeline.comparison import (
     block_key,
     comparison_values,
     hashed,
+    words_of,
 )
-from import_pipeline.lead_comparison import LeadValues, words_of
+from import_pipeline.lead_comparison import LeadValues
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
 from import_pipeline.staging import copy_frames, read_frame
 
@@ -99,26 +100,15 @@ def _trigrams(word: str) -> frozenset[str]:
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
 
 
-class Similarity:
-    """pg_trgm's similarity() of one-word company keys, shared trigrams over all, each pair of keys computed
-    once per scoring (the pages of one import meet the same companies again)."""
-
-    def __init__(self) -> None:
-        self._trigrams = cache(_trigrams)
-        self._known: dict[tuple[str, str], float] = {}
-
-    def __call__(self, pairs: pl.DataFrame) -> pl.Series:
-        """The similarity of each of `pairs`' (x, y)."""
-        known, trigrams = self._known, self._trigrams
-        shares = []
-        for pair in pairs.select("x", "y").iter_rows():
-            share = known.get(pair)
-            if share is None:
-                x, y = trigrams(pair[0]), trigrams(pair[1])
-                common = len(x & y)
-                share = known[pair] = common / (len(x) + len(y) - common)
-            shares.append(share)
-        return pl.Series(shares, dtype=pl.Float32)
+def _similarity(pairs: pl.DataFrame) -> pl.Series:
+    """pg_trgm's similarity() of each of `pairs`' (x, y), one-word company keys: shared trigrams over all."""
+    trigrams = cache(_trigrams)
+    shares = []
+    for a, b in pairs.select("x", "y").iter_rows():
+        x, y = trigrams(a), trigrams(b)
+        common = len(x & y)
+        shares.append(common / (len(x) + len(y) - common))
+    return pl.Series(shares, dtype=pl.Float32)
 
 
 def _distinct(pairs: pl.DataFrame, words: pl.DataFrame, a: str, b: str, *more: str) -> pl.DataFrame:
@@ -240,9 +230,7 @@ def _points(field: str) -> pl.Expr:
     return pl.col(field).replace_strict(WEIGHTS[field], default=0, return_dtype=pl.Int32).fill_null(0)
 
 
-def judge(
-    pairs: pl.DataFrame, words: dict[str, pl.DataFrame], similarity: Similarity, scoring: DuplicateScoring
-) -> pl.DataFrame:
+def judge(pairs: pl.DataFrame, words: dict[str, pl.DataFrame], scoring: DuplicateScoring) -> pl.DataFrame:
     """Each pair (a*: the row's SIDES, b*: the candidate's, as `hashed`; `words`: the values of f, l, c and the
     rows' e) with its verdicts and score, from `review_at` only."""
     pairs = _last_name(pairs, words["l"])
@@ -258,7 +246,7 @@ def judge(
     pairs = pairs.filter(best >= scoring.review_at * 100)
     d = _distinct(pairs, words["c"], "ac", "bc")
     d = d.with_columns(
-        company=pl.when(similarity(d) >= 0.5).then(pl.lit("similar")).otherwise(pl.lit("different"))
+        company=pl.when(_similarity(d) >= 0.5).then(pl.lit("similar")).otherwise(pl.lit("different"))
     ).select(ac="a", bc="b", company="company")
     pairs = _with_verdict(pairs, d, "ac", "bc", "company")
     points = pl.sum_horizontal(_points(f) for f in WEIGHTS).clip(0, 100)
@@ -266,7 +254,7 @@ def judge(
 
 
 def _row_keys(rows: pl.DataFrame) -> pl.DataFrame:
-    """(key, source_row) of each row's blocking keys, as `lead_candidates` hashes them."""
+    """(key, source_row) of each row's blocking keys, as `read_lead_values` hashes the leads'."""
     return pl.concat(rows.select(key=block_key(b), source_row="source_row").drop_nulls("key") for b in BLOCKS)
 
 
@@ -346,7 +334,7 @@ def best_candidates(candidates: Candidates, scoring: DuplicateScoring) -> pl.Dat
     # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
     # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
     sides = candidates.lead_sides.filter(pl.col("lead_id").is_in(ids.implode()))
-    words, similarity = candidates.words, Similarity()
+    words = candidates.words
     for page in sides.iter_slices(LEADS_PER_PAGE):
         start = ids.search_sorted(page.item(0, "lead_id"), "left")
         end = ids.search_sorted(page.item(-1, "lead_id"), "right")
@@ -357,12 +345,12 @@ def best_candidates(candidates: Candidates, scoring: DuplicateScoring) -> pl.Dat
             .join(a, on="source_row")
             .join(page.select(pl.col("lead_id"), *(pl.col(side).alias("b" + side) for side in SIDES)), on="lead_id")
         )
-        best.append(_best(judge(pairs, words, similarity, scoring)))
+        best.append(_best(judge(pairs, words, scoring)))
     in_file = _in_file_pairs(row_keys, scoring.max_block)
-    b_rows = _sides(rows, "source_row", "b", "candidate_row")
+    b_rows = a.rename({"source_row": "candidate_row", **{"a" + side: "b" + side for side in SIDES}})
     for start in range(0, in_file.height, PAIRS_PER_JUDGE):
         pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b_rows, on="candidate_row")
-        best.append(_best(judge(pairs, words, similarity, scoring)))
+        best.append(_best(judge(pairs, words, scoring)))
     if not best:
         return pl.DataFrame(schema=FOUND_SCHEMA)
     found = _best(pl.concat(best, how="diagonal_relaxed")).with_columns(
