@@ -14,6 +14,8 @@ from import_pipeline import schema
 
 # What the values are computed from, of a lead or a staged row (`email_key`: the match key's email).
 INPUT_COLUMNS = ("first_name", "last_name", "company_name", "email_key", "phone_e164", "phone", "city")
+# The same of a file's row (besides its phone_e164): its email's key comes from the database (`email_keys`).
+COMPARED_FIELDS = ("first_name", "last_name", "company_name", "email", "phone", "city")
 # Each side's values as the verdicts compare them: first name, last name and its sound, company without
 # legal forms, email local part and domain, phone digits, city.
 SIDES = ("f", "l", "ls", "c", "e", "d", "p", "y")
@@ -55,6 +57,15 @@ def sounds(cur: psycopg.Cursor, names: pl.Series) -> dict[str, str]:
     cur.execute(
         "SELECT n, s FROM (SELECT n, NULLIF(dmetaphone(n), '') AS s FROM unnest(%s::text[]) AS n) x WHERE s IS NOT NULL",
         (names.drop_nulls().unique().to_list(),),
+    )
+    return dict(cur.fetchall())
+
+
+def email_keys(cur: psycopg.Cursor, emails: pl.Series) -> dict[str, str]:
+    """Each distinct email's match key, by the database's own `lead_email_key` (the staging's and leads' key)."""
+    cur.execute(
+        "SELECT e, lead_email_key(e) FROM unnest(%s::text[]) AS e WHERE lead_email_key(e) IS NOT NULL",
+        (emails.drop_nulls().unique().to_list(),),
     )
     return dict(cur.fetchall())
 

@@ -3,12 +3,11 @@
 A row records the lead's row version (`xmin`) it was computed from; a scoring import first brings the
 table up to date with the leads (new, changed or gone since, whoever wrote them: one join of the two tables,
 about 0.5 s at 1M leads), and after its own writes it records the leads it wrote. Scoring then reads this
-narrow table (`read_lead_values`) instead of normalizing `leads`' values in SQL (measured at 1M leads: 15.5 s
-for the candidates of 100,000 rows), and `leads` carries no blocking index for the application's writes to
-upkeep.
+narrow table a page at a time (`lead_pages`) instead of normalizing `leads`' values in SQL (measured at 1M
+leads: 15.5 s for the candidates of 100,000 rows), and `leads` carries no blocking index for the application's
+writes to upkeep.
 """
 
-import dataclasses
 from collections.abc import Iterator
 
 import polars as pl
@@ -19,11 +18,7 @@ from import_pipeline.comparison import (
     BLOCKS,
     INPUT_COLUMNS,
     SIDES,
-    WORD_SIDES,
-    block_key,
     comparison_values,
-    hashed,
-    words_of,
 )
 from import_pipeline.schema import LIVE
 from import_pipeline.staging import copy_frames, read_frame
@@ -118,37 +113,8 @@ def record_written(cur: psycopg.Cursor, import_id: int, rows: pl.DataFrame) -> i
     )
 
 
-def _pages(cur: psycopg.Cursor, columns: tuple[str, ...]) -> Iterator[pl.DataFrame]:
-    """`lead_comparison`'s `columns` (lead_id first), CHUNK rows at a time in lead order."""
+def lead_pages(cur: psycopg.Cursor) -> Iterator[pl.DataFrame]:
+    """`lead_comparison`'s lead_id, SIDES and BLOCKS, CHUNK leads at a time in lead order."""
+    columns = ("lead_id", *SIDES, *BLOCKS)
     select = sql.SQL("SELECT {} FROM lead_comparison").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
     return _in_pages(cur, select, {"lead_id": pl.Int64, **dict.fromkeys(columns[1:], pl.String)})
-
-
-@dataclasses.dataclass(frozen=True)
-class LeadValues:
-    """Every live lead's comparison values as scoring carries them (`hashed`, `block_key`), and the words behind
-    the hashes of WORD_SIDES."""
-
-    keys: pl.DataFrame  # lead_id, BLOCKS as block keys
-    sides: pl.DataFrame  # lead_id, SIDES hashed, in lead order
-    words: dict[str, pl.DataFrame]  # per WORD_SIDES: value, hash
-
-
-def read_lead_values(cur: psycopg.Cursor) -> LeadValues:
-    """`lead_comparison` read once, page by page, each page's values hashed as it comes, before anyone knows
-    which keys a file's rows have (1M leads: 1.6 to 1.7 s, and 106 MB held by polars' estimate: keys 38 MB,
-    values 68 MB)."""
-    keys, sides = [], []
-    words: dict[str, list[pl.Series]] = {side: [] for side in WORD_SIDES}
-    for page in _pages(cur, ("lead_id", *SIDES, *BLOCKS)):
-        keys.append(page.select("lead_id", *(block_key(b).alias(b) for b in BLOCKS)))
-        sides.append(page.select("lead_id", *(hashed(side).alias(side) for side in SIDES)))
-        for side, found in words.items():
-            found.append(page.get_column(side).drop_nulls().unique())
-    key_schema = {"lead_id": pl.Int64, **dict.fromkeys(BLOCKS, pl.UInt64)}
-    side_schema = {"lead_id": pl.Int64, **dict.fromkeys(SIDES, pl.UInt64)}
-    return LeadValues(
-        pl.concat(keys) if keys else pl.DataFrame(schema=key_schema),
-        pl.concat(sides) if sides else pl.DataFrame(schema=side_schema),
-        {side: words_of(found) for side, found in words.items()},
-    )

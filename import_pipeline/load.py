@@ -43,7 +43,7 @@ from import_pipeline.possible_duplicates import (
 from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
-from import_pipeline.scoring import staged_values, write_scored
+from import_pipeline.scoring import file_rows, write_scored
 from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
 from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
@@ -198,9 +198,9 @@ def load_import(
         auto_merged = scoring is not None and scoring.scoring.auto_merge
         compared: pl.DataFrame | None = None
         if scoring is not None:
-            # Computed here, not by the worker: it is still reading the leads, and the writes need these.
-            compared = staged_values(cur, staging)
-            scoring.start_scoring(compared)
+            cur.execute(sql.SQL("SELECT source_row FROM {} WHERE match_id IS NULL").format(staging))
+            unmatched = pl.Series("source_row", [row for (row,) in cur.fetchall()], dtype=pl.Int64)
+            compared = scoring.score_unmatched(unmatched)
             if auto_merged:
                 # The merges are writes of this load: their candidates are needed first.
                 _write_scored(cur, scoring, lap)
@@ -329,12 +329,12 @@ def load_with_retries(
                         scoring = None
             indexed = True
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="possible-duplicates")
+        concurrent = None
         try:
             with leads_db.connect() as conn:
-                concurrent = None
                 if scoring is not None:
                     concurrent = ConcurrentScoring(scoring, leads_db, worker)
-                    concurrent.start_comparing()
+                    concurrent.start(file_rows(leads.scan()))
                 return load_import(
                     conn,
                     leads,
@@ -348,8 +348,10 @@ def load_with_retries(
                     scoring=concurrent,
                 )
         finally:
-            # After the load's connection (a failed attempt rolls back first); a task not started yet is dropped
-            # (a file imported before returns before its scoring is needed).
+            # After the load's connection (a failed attempt rolls back first); a task not started yet is dropped and
+            # the one judging stops at its next page (a file imported before returns before its scoring is needed).
+            if concurrent is not None:
+                concurrent.stop()
             worker.shutdown(wait=True, cancel_futures=True)
 
     return with_retries(context, leads_db, "load", attempt)

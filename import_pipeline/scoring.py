@@ -1,15 +1,16 @@
-"""Possible-duplicate scoring: the staged rows no exact key matched, against live leads and the file's other rows.
+"""Possible-duplicate scoring: a file's rows no exact key matched, against live leads and the file's other rows.
 
 A row is compared only with the leads (and earlier rows) that share one of its blocking keys (`BLOCKS`); a key
 shared by more than `max_block` leads (a very common surname at a very common company) says too little and is
 skipped. Each compared pair gets a verdict per field, points per verdict (`WEIGHTS`) and a score from 0 to 1;
 the best candidate of each row from `review_at` goes to the temporary table `scored`.
 
-The candidates are found in one read of `lead_comparison` (`find_candidates`), then the pairs are judged with
-polars in this process, a page of candidate leads at a time, each fuzzy function once per distinct pair of values
-(the 1.1 million pairs of 100,000 rows at 1M leads): rapidfuzz's Levenshtein distance (fuzzystrmatch's
-`levenshtein`) and pg_trgm's trigram similarity, computed alike here. In SQL the same verdicts took 14.1 s and
-the sides' normalization 18.4 s.
+The rows are judged against `lead_comparison` one page of leads at a time (`LeadPairs`): nothing of a page is
+kept but its pairs from review_at, so the memory follows a page, not the table (holding every lead's values
+instead, 1M leads peaked at 700 MB against 342 MB for the import without scoring). The pairs are judged with
+polars, each fuzzy function once per distinct pair of values (the 1.1 million pairs of 100,000 rows at 1M
+leads): rapidfuzz's Levenshtein distance (fuzzystrmatch's `levenshtein`) and pg_trgm's trigram similarity,
+computed alike here. In SQL the same verdicts took 14.1 s and the sides' normalization 18.4 s.
 """
 
 import dataclasses
@@ -25,18 +26,19 @@ from rapidfuzz.process import cpdist
 
 from import_pipeline.comparison import (
     BLOCKS,
-    INPUT_COLUMNS,
+    COMPARED_FIELDS,
     ROLE_LOCAL_PARTS,
     SIDES,
     WORD_SIDES,
     block_key,
     comparison_values,
+    email_keys,
     hashed,
     words_of,
 )
-from import_pipeline.lead_comparison import LeadValues
 from import_pipeline.possible_duplicates import FLAGGED, REVIEW, DuplicateScoring
-from import_pipeline.staging import copy_frames, read_frame
+from import_pipeline.schema import PHONE_E164, SOURCE_ROW
+from import_pipeline.staging import copy_frames
 
 # Addresses anyone can have: the same domain there says nothing of the company.
 FREE_MAIL_DOMAINS = (
@@ -59,9 +61,6 @@ WEIGHTS: dict[str, dict[str, int]] = {
 }
 # Pairs of the file's own rows judged at once (about 80 MB with their values).
 PAIRS_PER_JUDGE = 250_000
-# Candidate leads whose pairs are judged at once: at 1M leads for 100,000 rows, pages of 50,000 peaked 40 MB
-# lower than pages of 100,000, as fast; pages of 25,000 only 7 MB lower, and slower.
-LEADS_PER_PAGE = 50_000
 # A row's best candidate as `best_candidates` hands it to `write_scored`: a live lead or an earlier row.
 FOUND_SCHEMA = {
     "source_row": pl.Int64, "lead_id": pl.Int64, "candidate_row": pl.Int64, "score": pl.Float64, "band": pl.String,
@@ -269,13 +268,6 @@ def _in_file_pairs(row_keys: pl.DataFrame, max_block: int) -> pl.DataFrame:
     )
 
 
-def _small_blocks(entries: pl.DataFrame, max_block: int) -> pl.DataFrame:
-    """`entries` (key, lead_id) of the keys at most max_block leads share, in lead order."""
-    # One column of keys: grouped by (block, key), 1.6 million entries took 130 MB.
-    small = entries.group_by("key").len().filter(pl.col("len") <= max_block).select("key")
-    return entries.join(small, on="key", how="semi").sort("lead_id")
-
-
 def _best(judged: pl.DataFrame) -> pl.DataFrame:
     """Each row's best candidate; between equals, a live lead before a row of the file, then the oldest."""
     ordered = judged.sort(
@@ -289,74 +281,109 @@ def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFr
     return frame.select(pl.col(key).alias(rename), *(hashed(s).alias(prefix + s) for s in SIDES))
 
 
-def staged_values(cur: psycopg.Cursor, staging: sql.Identifier) -> pl.DataFrame:
-    """The comparison values (source_row, SIDES, BLOCKS) of the staged rows no key matched: what they are scored
-    on, and what the leads they become take in `lead_comparison`."""
-    staged = read_frame(
-        cur,
-        sql.SQL("SELECT source_row, {} FROM {} WHERE match_id IS NULL").format(
-            sql.SQL(", ").join(map(sql.Identifier, INPUT_COLUMNS)), staging
-        ),
-        {"source_row": pl.Int64, **dict.fromkeys(INPUT_COLUMNS, pl.String)},
-    )
-    return comparison_values(cur, staged)
+def file_rows(leads: pl.LazyFrame) -> pl.LazyFrame:
+    """What the values of a file's rows (`row_values`) are computed from, as the staging takes it (`staged_frame`)."""
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.collect_schema() else pl.lit(None, pl.String)
+    return leads.select(SOURCE_ROW, *COMPARED_FIELDS, phone.alias(PHONE_E164))
+
+
+def row_values(cur: psycopg.Cursor, rows: pl.DataFrame) -> pl.DataFrame:
+    """The comparison values (source_row, SIDES, BLOCKS) of a file's rows (`file_rows`): what they are scored on,
+    and what the leads they become take in `lead_comparison`. Their email key is the staging's, by the database."""
+    keys = email_keys(cur, rows.get_column("email"))
+    email_key = pl.col("email").replace_strict(keys, default=None, return_dtype=pl.String)
+    return comparison_values(cur, rows.with_columns(email_key=email_key).drop("email"))
 
 
 @dataclasses.dataclass(frozen=True)
-class Candidates:
-    """A file's rows as scoring sees them, and the live leads sharing their blocking keys."""
+class RowsToScore:
+    """A file's rows as scoring compares them with the leads and with each other."""
 
-    rows: pl.DataFrame  # source_row, SIDES, BLOCKS
-    row_keys: pl.DataFrame  # key, source_row
-    lead_entries: pl.DataFrame  # key, lead_id
-    lead_sides: pl.DataFrame  # lead_id, SIDES hashed, in lead order
-    words: dict[str, pl.DataFrame]  # WORD_SIDES' and the rows' e: value, hash
+    values: pl.DataFrame  # source_row, SIDES, BLOCKS (`row_values`)
+    keys: pl.DataFrame  # key, source_row: each row's blocking keys, as `block_key` hashes them
+    wanted: pl.Series  # the distinct keys, imploded for is_in
+    sides: pl.DataFrame  # source_row, a + SIDES hashed
+    words: dict[str, pl.DataFrame]  # the rows' values of WORD_SIDES and e: value, hash
 
+    @classmethod
+    def of(cls, values: pl.DataFrame) -> "RowsToScore":
+        """The rows of `values` (`row_values`)."""
+        keys = _row_keys(values)
+        words = {side: words_of([values.get_column(side)]) for side in (*WORD_SIDES, "e")}
+        sides = _sides(values, "source_row", "a", "source_row")
+        return cls(values, keys, keys.get_column("key").unique().implode(), sides, words)
 
-def find_candidates(rows: pl.DataFrame, leads: LeadValues) -> Candidates:
-    """The live leads (`read_lead_values`) sharing a blocking key with one of `rows` (`staged_values`)."""
-    row_keys = _row_keys(rows)
-    wanted = row_keys.get_column("key").unique().implode()
-    entries = pl.concat(leads.keys.select(key=b, lead_id="lead_id").filter(pl.col("key").is_in(wanted)) for b in BLOCKS)
-    sides = leads.sides.filter(pl.col("lead_id").is_in(entries.get_column("lead_id").implode()))
-    words = {side: words_of([leads.words[side].get_column("value"), rows.get_column(side)]) for side in WORD_SIDES}
-    return Candidates(rows, row_keys, entries, sides, words | {"e": words_of([rows.get_column("e")])})
-
-
-def best_candidates(candidates: Candidates, scoring: DuplicateScoring) -> pl.DataFrame:
-    """Each row's best candidate from `review_at` among the live leads and earlier rows, with its score, band and
-    verdicts."""
-    rows, row_keys = candidates.rows, candidates.row_keys
-    entries = _small_blocks(candidates.lead_entries, scoring.max_block)
-    a = _sides(rows, "source_row", "a", "source_row")
-    ids = entries.get_column("lead_id")
-    best = []
-    # The pairs of one page of leads at a time, in lead order: one page of leads' values and its pairs in memory
-    # (the pairs of the whole file at once, 2.5 million for 100,000 rows at 1M leads, took 170 MB more).
-    sides = candidates.lead_sides.filter(pl.col("lead_id").is_in(ids.implode()))
-    words = candidates.words
-    for page in sides.iter_slices(LEADS_PER_PAGE):
-        start = ids.search_sorted(page.item(0, "lead_id"), "left")
-        end = ids.search_sorted(page.item(-1, "lead_id"), "right")
-        pairs = (
-            entries.slice(start, end - start)
-            .join(row_keys, on="key")
-            .select("source_row", "lead_id", candidate_row=pl.lit(None, pl.Int64))
-            .join(a, on="source_row")
-            .join(page.select(pl.col("lead_id"), *(pl.col(side).alias("b" + side) for side in SIDES)), on="lead_id")
+    def only(self, source_rows: pl.Series) -> "RowsToScore":
+        """These rows of `source_rows` alone (their words are kept: more words than values judge the same)."""
+        kept = pl.col("source_row").is_in(source_rows.implode())
+        keys = self.keys.filter(kept)
+        return dataclasses.replace(
+            self,
+            values=self.values.filter(kept),
+            keys=keys,
+            wanted=keys.get_column("key").unique().implode(),
+            sides=self.sides.filter(kept),
         )
-        best.append(_best(judge(pairs, words, scoring)))
-    in_file = _in_file_pairs(row_keys, scoring.max_block)
-    b_rows = a.rename({"source_row": "candidate_row", **{"a" + side: "b" + side for side in SIDES}})
-    for start in range(0, in_file.height, PAIRS_PER_JUDGE):
-        pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b_rows, on="candidate_row")
-        best.append(_best(judge(pairs, words, scoring)))
-    if not best:
-        return pl.DataFrame(schema=FOUND_SCHEMA)
-    found = _best(pl.concat(best, how="diagonal_relaxed")).with_columns(
-        band=pl.when(pl.col("score") >= scoring.flag_at).then(pl.lit(FLAGGED)).otherwise(pl.lit(REVIEW))
-    )
-    return found.select(list(FOUND_SCHEMA))
+
+
+# What `LeadPairs` keeps of a judged pair: the key that paired it, and what `best_candidates` hands on.
+_JUDGED = ("key", "source_row", "lead_id", "candidate_row", "score", *WEIGHTS)
+
+
+@dataclasses.dataclass
+class LeadPairs:
+    """The file's rows judged against the live leads, one page of `lead_comparison` at a time: nothing of the leads
+    is kept but the pairs from review_at and how many leads have each of the rows' keys (the memory of the scoring
+    does not grow with the table)."""
+
+    scoring: DuplicateScoring
+    judged: list[pl.DataFrame] = dataclasses.field(default_factory=list)
+    key_counts: list[pl.DataFrame] = dataclasses.field(default_factory=list)
+
+    def judge_page(self, rows: RowsToScore, page: pl.DataFrame) -> None:
+        """Judge `rows` against the leads of `page` (lead_id, SIDES, BLOCKS) sharing one of their keys."""
+        entries = pl.concat(
+            page.select(key=block_key(b), lead_id="lead_id").filter(pl.col("key").is_in(rows.wanted)) for b in BLOCKS
+        )
+        counts = entries.group_by("key").len()
+        self.key_counts.append(counts)
+        # A key of more than max_block leads in this page has more in the table; one of fewer may still have more
+        # (the pairs it made are dropped at the end, `best_candidates`).
+        small = counts.filter(pl.col("len") <= self.scoring.max_block).select("key")
+        pairs = entries.join(small, on="key", how="semi").join(rows.keys, on="key")
+        if pairs.is_empty():
+            return
+        leads = page.join(pairs.select("lead_id").unique(), on="lead_id", how="semi")
+        words = {side: words_of([leads.get_column(side), rows.words[side].get_column("value")]) for side in WORD_SIDES}
+        pairs = (
+            pairs.join(rows.sides, on="source_row")
+            .join(leads.select("lead_id", *(hashed(side).alias("b" + side) for side in SIDES)), on="lead_id")
+            .with_columns(candidate_row=pl.lit(None, pl.Int64))
+        )
+        self.judged.append(judge(pairs, words | {"e": rows.words["e"]}, self.scoring).select(_JUDGED))
+
+    def best_candidates(self, rows: RowsToScore) -> pl.DataFrame:
+        """Each of `rows`' best candidate from `review_at` among the live leads and earlier rows, with its score,
+        band and verdicts."""
+        max_block = self.scoring.max_block
+        best = []
+        if self.judged:
+            counts = pl.concat(self.key_counts).group_by("key").agg(pl.col("len").sum())
+            small = counts.filter(pl.col("len") <= max_block).select("key")
+            judged = pl.concat(self.judged).join(small, on="key", how="semi")
+            best.append(_best(judged.join(rows.sides.select("source_row"), on="source_row", how="semi").drop("key")))
+        in_file = _in_file_pairs(rows.keys, max_block)
+        a = rows.sides
+        b = a.rename({"source_row": "candidate_row", **{"a" + side: "b" + side for side in SIDES}})
+        for start in range(0, in_file.height, PAIRS_PER_JUDGE):
+            pairs = in_file.slice(start, PAIRS_PER_JUDGE).join(a, on="source_row").join(b, on="candidate_row")
+            best.append(_best(judge(pairs, rows.words, self.scoring)))
+        if not best:
+            return pl.DataFrame(schema=FOUND_SCHEMA)
+        found = _best(pl.concat(best, how="diagonal_relaxed")).with_columns(
+            band=pl.when(pl.col("score") >= self.scoring.flag_at).then(pl.lit(FLAGGED)).otherwise(pl.lit(REVIEW))
+        )
+        return found.select(list(FOUND_SCHEMA))
 
 
 def write_scored(cur: psycopg.Cursor, found: pl.DataFrame) -> None:

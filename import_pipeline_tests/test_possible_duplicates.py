@@ -9,7 +9,7 @@ from psycopg import sql
 
 from import_pipeline import scoring
 from import_pipeline.launch import import_file
-from import_pipeline.possible_duplicates import PossibleDuplicatesConfig, ensure_scoring
+from import_pipeline.possible_duplicates import DuplicateScoring, PossibleDuplicatesConfig, ensure_scoring
 
 EXISTING = (
     "Company,First Name,Last Name,Email,Phone,City\n"
@@ -141,3 +141,38 @@ def test_scoring_edit_distance_and_similarity_equal_the_database(pipeline):
         ).fetchall()
     assert scoring._edits(pairs).to_list() == [e for e, _ in expected]
     assert scoring._similarity(pairs).to_list() == pytest.approx([s for _, s in expected], abs=1e-6)
+
+
+def test_lead_pairs_key_over_max_block_across_pages_pairs_nothing(pipeline):
+    """A key shared by more than max_block leads pairs nothing, however the pages of leads split them."""
+    people = pl.DataFrame(
+        {
+            "source_row": [2, 10, 11, 12],
+            "first_name": ["Robert"] * 4,
+            "last_name": ["Smith"] * 4,
+            "company_name": ["ACME"] * 4,
+            "email": ["robert@gmail.com", "rs1@acme.com", "rs2@acme.com", "rs3@acme.com"],
+            "phone": [None] * 4,
+            "city": [None] * 4,
+        },
+        schema_overrides={"phone": pl.String, "city": pl.String},
+    )
+    with psycopg.connect(pipeline.leads_url, autocommit=True) as conn, conn.cursor() as cur:
+        assert ensure_scoring(conn) is None
+        values = scoring.row_values(cur, scoring.file_rows(people.lazy()).collect())
+    rows = scoring.RowsToScore.of(values.filter(pl.col("source_row") == 2))
+    leads = values.filter(pl.col("source_row") > 2).rename({"source_row": "lead_id"})
+    config = DuplicateScoring.from_config(PossibleDuplicatesConfig(enabled=True, max_block=2))
+    assert config is not None
+
+    def found(*pages: pl.DataFrame) -> list[tuple]:
+        pairs = scoring.LeadPairs(config)
+        for page in pages:
+            pairs.judge_page(rows, page)
+        return pairs.best_candidates(rows).select("source_row", "lead_id", "band").rows()
+
+    # Leads 10 and 11 share the row's keys: 2 leads, a page each; lead 10 is the older of two equals.
+    assert found(leads.slice(0, 1), leads.slice(1, 1)) == [(2, 10, "review")]
+    # Three leads: over max_block, whether one page holds more than two or no page does.
+    assert found(leads) == []
+    assert found(leads.slice(0, 2), leads.slice(2, 1)) == []
