@@ -9,12 +9,14 @@ name).
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from import_pipeline import schema
+from import_pipeline.staging import copy_frames, read_frame
 
 # What the values are computed from, of a lead or a staged row (`email_key`: the match key's email).
 INPUT_COLUMNS = ("first_name", "last_name", "company_name", "email_key", "phone_e164", "phone", "city")
-# The same of a file's row (besides its phone_e164): its email's key comes from the database (`email_keys`).
+# The same of a file's row (besides its phone_e164): its email's key comes from the database's lead_email_key.
 COMPARED_FIELDS = ("first_name", "last_name", "company_name", "email", "phone", "city")
 # Each side's values as the verdicts compare them: first name, last name and its sound, company without
 # legal forms, email local part and domain, phone digits, city.
@@ -52,22 +54,17 @@ def fuzzy_text(column: str) -> pl.Expr:
     return _nonempty(plain.str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars(" "))
 
 
-def sounds(cur: psycopg.Cursor, names: pl.Series) -> dict[str, str]:
-    """Each distinct name's double metaphone, by the database (names it has none for are left out)."""
-    cur.execute(
-        "SELECT n, s FROM (SELECT n, NULLIF(dmetaphone(n), '') AS s FROM unnest(%s::text[]) AS n) x WHERE s IS NOT NULL",
-        (names.drop_nulls().unique().to_list(),),
-    )
-    return dict(cur.fetchall())
-
-
-def email_keys(cur: psycopg.Cursor, emails: pl.Series) -> dict[str, str]:
-    """Each distinct email's match key, by the database's own `lead_email_key` (the staging's and leads' key)."""
-    cur.execute(
-        "SELECT e, lead_email_key(e) FROM unnest(%s::text[]) AS e WHERE lead_email_key(e) IS NOT NULL",
-        (emails.drop_nulls().unique().to_list(),),
-    )
-    return dict(cur.fetchall())
+def by_database(cur: psycopg.Cursor, values: pl.Series, function: str) -> tuple[pl.Series, pl.Series]:
+    """The distinct values of `values` and what the database's `function` gives each (values it gives null or ''
+    are left out), through COPY both ways: as a Python dict, the email keys of 100,000 rows took 0.9 s and
+    145 MB."""
+    cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS by_database (v text)")
+    cur.execute("TRUNCATE by_database")
+    distinct = values.drop_nulls().unique().to_frame("v")
+    copy_frames(cur, sql.Identifier("by_database"), ["v"], [distinct], distinct.height)
+    query = sql.SQL("SELECT v, r FROM (SELECT v, NULLIF({}(v), '') AS r FROM by_database) x WHERE r IS NOT NULL")
+    found = read_frame(cur, query.format(sql.Identifier(function)), {"v": pl.String, "r": pl.String})
+    return found.get_column("v"), found.get_column("r")
 
 
 def comparison_values(cur: psycopg.Cursor, frame: pl.DataFrame) -> pl.DataFrame:
@@ -75,12 +72,12 @@ def comparison_values(cur: psycopg.Cursor, frame: pl.DataFrame) -> pl.DataFrame:
     fuzzy = frame.with_columns(
         f=fuzzy_text("first_name"), l=fuzzy_text("last_name"), company=fuzzy_text("company_name"), y=fuzzy_text("city")
     )
-    sound = sounds(cur, pl.concat([fuzzy.get_column("f"), fuzzy.get_column("l")]))
+    names, sound = by_database(cur, pl.concat([fuzzy.get_column("f"), fuzzy.get_column("l")]), "dmetaphone")
     local = pl.col("email_key").str.split("@").list.first().str.split("+").list.first()
     digits = pl.coalesce("phone_e164", "phone").str.replace_all(r"[^0-9]", "")
     values = fuzzy.with_columns(
-        ls=pl.col("l").replace_strict(sound, default=None, return_dtype=pl.String),
-        fs=pl.col("f").replace_strict(sound, default=None, return_dtype=pl.String),
+        ls=pl.col("l").replace_strict(names, sound, default=None, return_dtype=pl.String),
+        fs=pl.col("f").replace_strict(names, sound, default=None, return_dtype=pl.String),
         c=_nonempty(pl.col("company").str.replace_all(LEGAL_FORMS, "").str.replace_all(" ", "", literal=True)),
         e=_nonempty(local.str.replace_all(r"[^\p{L}\p{N}]", "")),
         d=pl.col("email_key").str.split("@").list.get(1, null_on_oob=True),

@@ -334,7 +334,7 @@ def load_with_retries(
             with leads_db.connect() as conn:
                 if scoring is not None:
                     concurrent = ConcurrentScoring(scoring, leads_db, worker)
-                    concurrent.start(file_rows(leads.scan()))
+                    concurrent.start(file_rows(frame) for frame in leads.frames())
                 return load_import(
                     conn,
                     leads,

@@ -31,8 +31,8 @@ from import_pipeline.comparison import (
     SIDES,
     WORD_SIDES,
     block_key,
+    by_database,
     comparison_values,
-    email_keys,
     hashed,
     words_of,
 )
@@ -281,17 +281,17 @@ def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFr
     return frame.select(pl.col(key).alias(rename), *(hashed(s).alias(prefix + s) for s in SIDES))
 
 
-def file_rows(leads: pl.LazyFrame) -> pl.LazyFrame:
+def file_rows(leads: pl.DataFrame) -> pl.DataFrame:
     """What the values of a file's rows (`row_values`) are computed from, as the staging takes it (`staged_frame`)."""
-    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.collect_schema() else pl.lit(None, pl.String)
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
     return leads.select(SOURCE_ROW, *COMPARED_FIELDS, phone.alias(PHONE_E164))
 
 
 def row_values(cur: psycopg.Cursor, rows: pl.DataFrame) -> pl.DataFrame:
     """The comparison values (source_row, SIDES, BLOCKS) of a file's rows (`file_rows`): what they are scored on,
     and what the leads they become take in `lead_comparison`. Their email key is the staging's, by the database."""
-    keys = email_keys(cur, rows.get_column("email"))
-    email_key = pl.col("email").replace_strict(keys, default=None, return_dtype=pl.String)
+    emails, keys = by_database(cur, rows.get_column("email"), "lead_email_key")
+    email_key = pl.col("email").replace_strict(emails, keys, default=None, return_dtype=pl.String)
     return comparison_values(cur, rows.with_columns(email_key=email_key).drop("email"))
 
 
