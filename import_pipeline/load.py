@@ -44,7 +44,7 @@ from import_pipeline.progress import Laps
 from import_pipeline.report import sample_table
 from import_pipeline.schema import COUNT_KEYS, ORIGIN_IMPORT, ORIGIN_ROW, OUTCOME_COUNTS, OUTCOMES, SOURCE_ROW
 from import_pipeline.scoring import file_rows, write_scored
-from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, staged_frame
+from import_pipeline.staging import STAGED_COLUMNS, copy_frames, create_work_tables, read_frame, staged_frame
 from import_pipeline.state import StateFolder
 from import_pipeline.strategies import LostRaces, apply_strategy
 from import_pipeline.summary import FileSummary, LoadResult
@@ -198,9 +198,8 @@ def load_import(
         auto_merged = scoring is not None and scoring.scoring.auto_merge
         compared: pl.DataFrame | None = None
         if scoring is not None:
-            cur.execute(sql.SQL("SELECT source_row FROM {} WHERE match_id IS NULL").format(staging))
-            unmatched = pl.Series("source_row", [row for (row,) in cur.fetchall()], dtype=pl.Int64)
-            compared = scoring.score_unmatched(unmatched)
+            query = sql.SQL("SELECT source_row FROM {} WHERE match_id IS NULL").format(staging)
+            compared = scoring.score_unmatched(read_frame(cur, query, {"source_row": pl.Int64}).to_series())
             if auto_merged:
                 # The merges are writes of this load: their candidates are needed first.
                 _write_scored(cur, scoring, lap)
