@@ -94,21 +94,36 @@ def _edits(pairs: pl.DataFrame) -> pl.Series:
     return pl.Series(cpdist(x, y, scorer=Levenshtein.distance, dtype=np.int32, workers=-1) if x else [], dtype=pl.Int32)
 
 
-def _trigrams(word: str) -> frozenset[str]:
-    """pg_trgm's trigrams of one word: two spaces before it, one after."""
-    padded = f"  {word} "
-    return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
+def _trigrams(words: pl.Series) -> pl.DataFrame:
+    """(w, t): pg_trgm's trigrams of each of `words` (one word each: two spaces before it, one after), once each."""
+    padded = pl.concat_str(pl.lit("  "), pl.col("w"), pl.lit(" "))
+    starts = pl.int_ranges(0, pl.col("w").str.len_chars() + 1)
+    return (
+        words.unique().to_frame("w").with_columns(i=starts).explode("i")
+        .select("w", t=padded.str.slice(pl.col("i"), 3))
+        .unique()
+    )  # fmt: skip
 
 
 def _similarity(pairs: pl.DataFrame) -> pl.Series:
-    """pg_trgm's similarity() of each of `pairs`' (x, y), one-word company keys: shared trigrams over all."""
-    trigrams = cache(_trigrams)
-    shares = []
-    for a, b in pairs.select("x", "y").iter_rows():
-        x, y = trigrams(a), trigrams(b)
-        common = len(x & y)
-        shares.append(common / (len(x) + len(y) - common))
-    return pl.Series(shares, dtype=pl.Float32)
+    """pg_trgm's similarity() of each of `pairs`' (x, y), one-word company keys: shared trigrams over all (in
+    polars: a Python loop over sets took 0.36 s of the 1.1 s of judging at 1M leads)."""
+    d = pairs.select("x", "y").with_row_index("k")
+    trigrams = _trigrams(pl.concat([d.get_column("x"), d.get_column("y")]))
+    counts = trigrams.group_by("w").len()
+    common = (
+        d.join(trigrams.rename({"w": "x"}), on="x")
+        .join(trigrams.rename({"w": "y"}), on=["y", "t"])
+        .group_by("k")
+        .len("common")
+    )
+    shares = (
+        d.join(common, on="k", how="left", maintain_order="left")
+        .join(counts.rename({"w": "x", "len": "nx"}), on="x", how="left", maintain_order="left")
+        .join(counts.rename({"w": "y", "len": "ny"}), on="y", how="left", maintain_order="left")
+        .select(share=pl.col("common").fill_null(0) / (pl.col("nx") + pl.col("ny") - pl.col("common").fill_null(0)))
+    )
+    return shares.get_column("share").cast(pl.Float32)
 
 
 def _distinct(pairs: pl.DataFrame, words: pl.DataFrame, a: str, b: str, *more: str) -> pl.DataFrame:
@@ -302,7 +317,7 @@ class RowsToScore:
 
     values: pl.DataFrame  # source_row, SIDES, BLOCKS (`row_values`)
     keys: pl.DataFrame  # key, source_row: each row's blocking keys, as `block_key` hashes them
-    wanted: pl.Series  # the distinct keys, imploded for is_in
+    wanted: pl.DataFrame  # key: the distinct keys
     sides: pl.DataFrame  # source_row, a + SIDES hashed
     words: dict[str, pl.DataFrame]  # the rows' values of WORD_SIDES and e: value, hash
 
@@ -312,7 +327,7 @@ class RowsToScore:
         keys = _row_keys(values)
         words = {side: words_of([values.get_column(side)]) for side in (*WORD_SIDES, "e")}
         sides = _sides(values, "source_row", "a", "source_row")
-        return cls(values, keys, keys.get_column("key").unique().implode(), sides, words)
+        return cls(values, keys, keys.select("key").unique(), sides, words)
 
     def only(self, source_rows: pl.Series) -> "RowsToScore":
         """These rows of `source_rows` alone (their words are kept: more words than values judge the same)."""
@@ -322,7 +337,7 @@ class RowsToScore:
             self,
             values=self.values.filter(kept),
             keys=keys,
-            wanted=keys.get_column("key").unique().implode(),
+            wanted=keys.select("key").unique(),
             sides=self.sides.filter(kept),
         )
 
@@ -343,8 +358,9 @@ class LeadPairs:
 
     def judge_page(self, rows: RowsToScore, page: pl.DataFrame) -> None:
         """Judge `rows` against the leads of `page` (lead_id, SIDES, BLOCKS) sharing one of their keys."""
-        entries = pl.concat(
-            page.select(key=block_key(b), lead_id="lead_id").filter(pl.col("key").is_in(rows.wanted)) for b in BLOCKS
+        # One semi join of the four blocks' keys: an is_in per block built the rows' key set four times a page.
+        entries = pl.concat(page.select(key=block_key(b), lead_id="lead_id") for b in BLOCKS).join(
+            rows.wanted, on="key", how="semi"
         )
         counts = entries.group_by("key").len()
         self.key_counts.append(counts)
@@ -354,9 +370,10 @@ class LeadPairs:
         pairs = entries.join(small, on="key", how="semi").join(rows.keys, on="key")
         if pairs.is_empty():
             return
-        leads = page.join(pairs.select("lead_id").unique(), on="lead_id", how="semi")
-        words = {side: words_of([leads.get_column(side), rows.words[side].get_column("value")]) for side in WORD_SIDES}
-        b = leads.select("lead_id", *(hashed(side).alias("b" + side) for side in SIDES))
+        # Every lead of the page hashed, then the candidates taken: taking them first gathered all their texts.
+        b = page.select("lead_id", *(hashed(side).alias("b" + side) for side in SIDES))
+        b = b.join(pairs.select("lead_id").unique(), on="lead_id", how="semi")
+        words = {side: words_of([page.get_column(side), rows.words[side].get_column("value")]) for side in WORD_SIDES}
         words |= {"e": rows.words["e"]}
         for start in range(0, pairs.height, PAIRS_PER_JUDGE):
             some = pairs.slice(start, PAIRS_PER_JUDGE).join(rows.sides, on="source_row").join(b, on="lead_id")
