@@ -119,7 +119,9 @@ def _launch_from_launchpad(
     partition.wait_for(timeout=STARTUP_SECONDS * 1000)
     partition.click()
     partition.fill(key.split("@")[0])
-    page.get_by_role("menuitem", name=key, exact=True).click()
+    # The partitions' list can take longer than the default 30 s to answer on a busy machine (once, with the rest
+    # of the suite running beside it).
+    page.get_by_role("menuitem", name=key, exact=True).click(timeout=STARTUP_SECONDS * 1000)
     expect(page.get_by_text(f"partition: {key}", exact=True)).to_be_visible()
     editor = page.locator(".CodeMirror")
     editor.click()
