@@ -14,12 +14,14 @@ Cost (--cost-existing > 0): in another state folder, COST_EXISTING leads of the 
 then COST_ROWS incoming rows (seed + 1) with scoring off, from process start to exit with the peak RSS of
 its process tree; that import is reverted; `lead_comparison` is filled (timed apart: the first scoring
 import pays it once); the same file is imported again with scoring on. Target: on / off <= 1.5x.
-Writes possible_duplicates.json and possible_duplicates.md to --out.
+Writes possible_duplicates.json, possible_duplicates.md and judged.csv (each queued pair beside its label) to --out;
+the state folders are removed.
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,8 +101,8 @@ def last_import_id(url: str) -> int:
         return conn.execute("SELECT max(id) FROM imports").fetchone()[0]
 
 
-def accuracy(work: Path, existing: int, incoming: int, seed: int) -> dict:
-    """Import labelled data with scoring on; precision and recall of the queue."""
+def accuracy(work: Path, out: Path, existing: int, incoming: int, seed: int) -> dict:
+    """Import labelled data with scoring on; precision and recall of the queue (each pair in out/judged.csv)."""
     leads = existing_leads(existing, seed)
     rows, labels = incoming_rows(leads, incoming, seed)
     leads.write_csv(work / "existing.csv")
@@ -114,14 +116,14 @@ def accuracy(work: Path, existing: int, incoming: int, seed: int) -> dict:
         queue = queue_of(url, last_import_id(url))
         report = evaluate(labels, queue)
         # Each queued pair beside its label, for tuning WEIGHTS and the bands.
-        queue.join(labels, on="source_row", how="left").write_csv(work / "judged.csv")
+        queue.join(labels, on="source_row", how="left").write_csv(out / "judged.csv")
     finally:
         state.stop()
     return {
         "existing": existing,
         "incoming": incoming,
         "seed": seed,
-        "judged": str(work / "judged.csv"),
+        "judged": str(out / "judged.csv"),
         "import_s": round(elapsed, 2),
         "score_s": result["load_seconds"].get(SCORED_BESIDE),
         "counts": {k: result[k] for k in ("inserted", "possible_duplicates", "to_review", "auto_merged")},
@@ -221,11 +223,15 @@ def main() -> None:
     parser.add_argument("--cost-rows", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="possible-duplicates-"))
-    acc = accuracy(work, args.existing, args.incoming, args.seed)
-    print(json.dumps({k: v for k, v in acc.items() if k != "by_kind"}), file=sys.stderr)
-    spent = cost(work, args.cost_existing, args.cost_rows, args.seed) if args.cost_existing else None
     args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="possible-duplicates-"))
+    try:
+        acc = accuracy(work, args.out, args.existing, args.incoming, args.seed)
+        print(json.dumps({k: v for k, v in acc.items() if k != "by_kind"}), file=sys.stderr)
+        spent = cost(work, args.cost_existing, args.cost_rows, args.seed) if args.cost_existing else None
+    finally:
+        # The state folders hold their servers' data, stopped by now: 2.5 to 3 GB a cost run (fourteen filled the disk).
+        shutil.rmtree(work, ignore_errors=True)
     (args.out / "possible_duplicates.json").write_text(
         json.dumps({"targets": TARGETS, "accuracy": acc, "cost": spent}, indent=2)
     )
