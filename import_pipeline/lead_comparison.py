@@ -14,12 +14,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from import_pipeline.comparison import (
-    BLOCKS,
-    INPUT_COLUMNS,
-    SIDES,
-    comparison_values,
-)
+from import_pipeline.comparison import BLOCKS, INPUT_COLUMNS, SIDES, comparison_values
 from import_pipeline.schema import LIVE
 from import_pipeline.staging import copy_frames, read_frame
 

@@ -153,8 +153,8 @@ def load_import(
 
     Loading a partition that is already committed changes nothing and returns the committed counts,
     with `already_imported_as` naming the partition that holds these bytes. With `plan`, the very same
-    load is rolled back at the end, after `plan` has written what it would change. With `scoring` (started
-    comparing), the rows no key matched are scored as possible duplicates beside the writes, then queued.
+    load is rolled back at the end, after `plan` has written what it would change. With `scoring` (started),
+    the rows no key matched are scored as possible duplicates beside the writes, then queued.
     """
     lap = laps or Laps()
     keys, keep = summary.match_keys, summary.keep
@@ -333,7 +333,7 @@ def load_with_retries(
             with leads_db.connect() as conn:
                 if scoring is not None:
                     concurrent = ConcurrentScoring(scoring, leads_db, worker)
-                    concurrent.start(file_rows(frame) for frame in leads.frames())
+                    concurrent.start(file_rows(part) for part in leads.scans())
                 return load_import(
                     conn,
                     leads,

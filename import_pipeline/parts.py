@@ -28,6 +28,11 @@ class Parts:
         for path in self.paths:
             yield pl.read_parquet(path)
 
+    def scans(self) -> Iterator[pl.LazyFrame]:
+        """Each part on its own, read only for what a query of it takes."""
+        for path in self.paths:
+            yield pl.scan_parquet(path)
+
     def scan(self) -> pl.LazyFrame:
         return pl.scan_parquet(list(self.paths))
 

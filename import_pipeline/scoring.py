@@ -269,7 +269,7 @@ def judge(pairs: pl.DataFrame, words: dict[str, pl.DataFrame], scoring: Duplicat
 
 
 def _row_keys(rows: pl.DataFrame) -> pl.DataFrame:
-    """(key, source_row) of each row's blocking keys, as `read_lead_values` hashes the leads'."""
+    """(key, source_row) of each row's blocking keys, as `LeadPairs.judge_page` hashes the leads'."""
     return pl.concat(rows.select(key=block_key(b), source_row="source_row").drop_nulls("key") for b in BLOCKS)
 
 
@@ -297,9 +297,10 @@ def _sides(frame: pl.DataFrame, key: str, prefix: str, rename: str) -> pl.DataFr
     return frame.select(pl.col(key).alias(rename), *(hashed(s).alias(prefix + s) for s in SIDES))
 
 
-def file_rows(leads: pl.DataFrame) -> pl.DataFrame:
-    """What the values of a file's rows (`row_values`) are computed from, as the staging takes it (`staged_frame`)."""
-    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.columns else pl.lit(None, pl.String)
+def file_rows(leads: pl.LazyFrame) -> pl.LazyFrame:
+    """What the values of a file's rows (`row_values`) are computed from, as the staging takes it (`staged_frame`):
+    a part's other columns (its unmapped `extra.*` ones too) are not read."""
+    phone = pl.col(PHONE_E164) if PHONE_E164 in leads.collect_schema() else pl.lit(None, pl.String)
     return leads.select(SOURCE_ROW, *COMPARED_FIELDS, phone.alias(PHONE_E164))
 
 
@@ -315,7 +316,6 @@ def row_values(cur: psycopg.Cursor, rows: pl.DataFrame) -> pl.DataFrame:
 class RowsToScore:
     """A file's rows as scoring compares them with the leads and with each other."""
 
-    values: pl.DataFrame  # source_row, SIDES, BLOCKS (`row_values`)
     keys: pl.DataFrame  # key, source_row: each row's blocking keys, as `block_key` hashes them
     wanted: pl.DataFrame  # key: the distinct keys
     sides: pl.DataFrame  # source_row, a + SIDES hashed
@@ -327,7 +327,7 @@ class RowsToScore:
         keys = _row_keys(values)
         words = {side: words_of([values.get_column(side)]) for side in (*WORD_SIDES, "e")}
         sides = _sides(values, "source_row", "a", "source_row")
-        return cls(values, keys, keys.select("key").unique(), sides, words)
+        return cls(keys, keys.select("key").unique(), sides, words)
 
     def only(self, source_rows: pl.Series) -> "RowsToScore":
         """These rows of `source_rows` alone (their words are kept: more words than values judge the same)."""
@@ -335,7 +335,6 @@ class RowsToScore:
         keys = self.keys.filter(kept)
         return dataclasses.replace(
             self,
-            values=self.values.filter(kept),
             keys=keys,
             wanted=keys.select("key").unique(),
             sides=self.sides.filter(kept),

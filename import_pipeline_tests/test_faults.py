@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from import_pipeline.config import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, EMBEDDED_SERVER_ENV, HOME_ENV
 from import_pipeline.database import migrate_once
@@ -29,18 +30,19 @@ from import_pipeline_tests.shared import (
     tables,
 )
 
+# Each step: the table whose lock holds the process, the statement it waits in, the lock's mode.
 BLOCKED_AT = {
     # After the new leads are written, before the transaction ends (the load holds their row locks).
-    "merge": ("lead_history", "INSERT INTO lead_history"),
-    "copy": ("rejected_rows", 'COPY "rejected_rows"'),
+    "merge": ("lead_history", "INSERT INTO lead_history", "EXCLUSIVE"),
+    "copy": ("rejected_rows", 'COPY "rejected_rows"', "EXCLUSIVE"),
     # A corrected reject report: its rows' links to where they were rejected.
-    "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"'),
+    "resubmitted": ("resubmitted_rows", 'COPY "resubmitted_rows"', "EXCLUSIVE"),
     # A revert, after it removed and restored leads, before the transaction ends.
-    "revert": ("revert_history", "INSERT INTO revert_history"),
+    "revert": ("revert_history", "INSERT INTO revert_history", "EXCLUSIVE"),
     # A scoring import, after its new leads, at their values for the next scoring (`lead_comparison`).
-    "compare": ("lead_comparison", 'COPY "lead_comparison"'),
+    "compare": ("lead_comparison", 'COPY "lead_comparison"', "EXCLUSIVE"),
     # A resolution of possible duplicates, after its ledger row, at its first lead's history.
-    "resolve": ("lead_history", "INSERT INTO lead_history"),
+    "resolve": ("lead_history", "INSERT INTO lead_history", "EXCLUSIVE"),
     # A scoring import's worker, bringing `lead_comparison` up to date beside the staging (it only reads there
     # when nothing changed: held off by the one mode that stops reads).
     "comparing": ("lead_comparison", "comparison_stale", "ACCESS EXCLUSIVE"),
@@ -68,10 +70,10 @@ def _import_blocked_at(
 ) -> subprocess.Popen:
     """An `import-pipeline import` (or `command`, or Python `code`) process held inside the given statement by a
     lock this test owns."""
-    table, statement, mode = (*BLOCKED_AT[step], "EXCLUSIVE")[:3]
+    table, statement, mode = BLOCKED_AT[step]
     # Activity is read on its own connection: a transaction sees one frozen statistics snapshot.
     with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as watcher:
-        holder.execute(f"LOCK TABLE {table} IN {mode} MODE")
+        holder.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(table), sql.SQL(mode)))
         process = _python(code) if code else _cli(*(command or ("import", str(path), "--json")), env=env)
         deadline = time.monotonic() + 120
         while not watcher.execute(

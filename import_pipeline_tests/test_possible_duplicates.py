@@ -159,7 +159,7 @@ def test_lead_pairs_key_over_max_block_across_pages_pairs_nothing(pipeline):
     )
     with psycopg.connect(pipeline.leads_url, autocommit=True) as conn, conn.cursor() as cur:
         assert ensure_scoring(conn) is None
-        values = scoring.row_values(cur, scoring.file_rows(people))
+        values = scoring.row_values(cur, scoring.file_rows(people.lazy()).collect())
     rows = scoring.RowsToScore.of(values.filter(pl.col("source_row") == 2))
     leads = values.filter(pl.col("source_row") > 2).rename({"source_row": "lead_id"})
     config = DuplicateScoring.from_config(PossibleDuplicatesConfig(enabled=True, max_block=2))
